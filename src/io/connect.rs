@@ -1,0 +1,321 @@
+//! One connection attempt, driven by readiness: resolve, non-blocking TCP connect (trying each
+//! address), TLS handshake, then the WebSocket upgrade, never reading past the response head.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::error::{Error, Result};
+use crate::handshake::{self, Accepted, MAX_RESPONSE_HEAD};
+use crate::io::stream::Stream;
+use crate::tls::Connector;
+use crate::url::Target;
+
+/// Everything an attempt needs to know, prepared by the engine.
+pub(crate) struct AttemptParams<'a> {
+    pub(crate) target: &'a Target,
+    pub(crate) headers: &'a [(String, String)],
+    pub(crate) subprotocols: &'a [String],
+    pub(crate) tls: Option<&'a Connector>,
+    pub(crate) nodelay: bool,
+    pub(crate) deadline: Instant,
+}
+
+/// A finished handshake.
+pub(crate) struct Established {
+    pub(crate) stream: Stream,
+    /// Bytes after the response head that arrived with it (frames the server sent at once).
+    pub(crate) leftover: Vec<u8>,
+    pub(crate) accepted: Accepted,
+}
+
+enum Stage {
+    Tcp {
+        stream: TcpStream,
+        rest: VecDeque<SocketAddr>,
+    },
+    #[cfg(feature = "native-tls")]
+    Tls(native_tls::MidHandshakeTlsStream<TcpStream>),
+    Request {
+        stream: Stream,
+        written: usize,
+    },
+    Response {
+        stream: Stream,
+        buf: Vec<u8>,
+    },
+    Finished,
+}
+
+/// An attempt in progress.
+pub(crate) struct Attempt {
+    stage: Stage,
+    token: Token,
+    host: String,
+    tls: Option<Connector>,
+    nodelay: bool,
+    key: String,
+    request: Vec<u8>,
+    subprotocols: Vec<String>,
+    pub(crate) deadline: Instant,
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempt")
+            .field("host", &self.host)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves the target afresh (servers move between attempts).
+fn resolve(target: &Target) -> Result<VecDeque<SocketAddr>> {
+    if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
+        return Ok(VecDeque::from([SocketAddr::new(ip, target.port)]));
+    }
+    let addrs: VecDeque<SocketAddr> = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Dns {
+            host: target.host.clone(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Dns {
+            host: target.host.clone(),
+            reason: "no addresses".into(),
+        });
+    }
+    Ok(addrs)
+}
+
+impl Attempt {
+    /// Resolves the host and starts connecting to its first address.
+    pub(crate) fn start(p: AttemptParams<'_>, registry: &Registry, token: Token) -> Result<Self> {
+        let mut addrs = resolve(p.target)?;
+        let key = handshake::generate_key();
+        let request = handshake::request(p.target, &key, p.headers, p.subprotocols);
+        let (stream, rest) = connect_next(&mut addrs, registry, token, None)?;
+        Ok(Attempt {
+            stage: Stage::Tcp { stream, rest },
+            token,
+            host: p.target.host.clone(),
+            tls: if p.target.tls { p.tls.cloned() } else { None },
+            nodelay: p.nodelay,
+            key,
+            request,
+            subprotocols: p.subprotocols.to_vec(),
+            deadline: p.deadline,
+        })
+    }
+
+    /// Makes as much progress as the socket allows. `Ok(None)`: wait for readiness.
+    pub(crate) fn advance(&mut self, registry: &Registry) -> Result<Option<Established>> {
+        loop {
+            let stage = std::mem::replace(&mut self.stage, Stage::Finished);
+            let step = match stage {
+                Stage::Tcp { stream, rest } => self.tcp(stream, rest, registry)?,
+                #[cfg(feature = "native-tls")]
+                Stage::Tls(mid) => self.tls_step(mid.handshake())?,
+                Stage::Request { stream, written } => self.write_request(stream, written)?,
+                Stage::Response { stream, buf } => self.read_response(stream, buf)?,
+                Stage::Finished => {
+                    return Err(Error::Io(std::sync::Arc::new(io::Error::other(
+                        "connection attempt already finished",
+                    ))))
+                }
+            };
+            match step {
+                Step::Continue(next) => self.stage = next,
+                Step::Wait(next) => {
+                    self.stage = next;
+                    return Ok(None);
+                }
+                Step::Done(est) => return Ok(Some(est)),
+            }
+        }
+    }
+
+    fn tcp(
+        &mut self,
+        stream: TcpStream,
+        mut rest: VecDeque<SocketAddr>,
+        registry: &Registry,
+    ) -> Result<Step> {
+        // A non-blocking connect has finished once the socket is writable: check for an
+        // error, then whether it has a peer.
+        let failure = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    return Ok(Step::Wait(Stage::Tcp { stream, rest }))
+                }
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = failure {
+            let _ = registry.deregister(&mut { stream });
+            let (stream, rest) = connect_next(&mut rest, registry, self.token, Some(e))?;
+            return Ok(Step::Wait(Stage::Tcp { stream, rest }));
+        }
+        if self.nodelay {
+            stream.set_nodelay(true)?;
+        }
+        match &self.tls {
+            None => Ok(Step::Continue(Stage::Request {
+                stream: Stream::Plain(stream),
+                written: 0,
+            })),
+            #[cfg(feature = "native-tls")]
+            Some(connector) => {
+                let result = connector.connect(&self.host, stream);
+                self.tls_step(result)
+            }
+            #[cfg(not(feature = "native-tls"))]
+            Some(_) => Err(Error::TlsUnavailable),
+        }
+    }
+
+    #[cfg(feature = "native-tls")]
+    fn tls_step(
+        &mut self,
+        result: std::result::Result<
+            native_tls::TlsStream<TcpStream>,
+            native_tls::HandshakeError<TcpStream>,
+        >,
+    ) -> Result<Step> {
+        match result {
+            Ok(tls) => Ok(Step::Continue(Stage::Request {
+                stream: Stream::Tls(Box::new(tls)),
+                written: 0,
+            })),
+            Err(native_tls::HandshakeError::WouldBlock(mid)) => Ok(Step::Wait(Stage::Tls(mid))),
+            Err(native_tls::HandshakeError::Failure(e)) => Err(crate::tls::classify(&e)),
+        }
+    }
+
+    fn write_request(&mut self, mut stream: Stream, mut written: usize) -> Result<Step> {
+        while written < self.request.len() {
+            match stream.write(&self.request[written..]) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Step::Wait(Stage::Request { stream, written }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match stream.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Step::Wait(Stage::Request { stream, written }))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Step::Continue(Stage::Response {
+            stream,
+            buf: Vec::with_capacity(1024),
+        }))
+    }
+
+    fn read_response(&mut self, mut stream: Stream, mut buf: Vec<u8>) -> Result<Step> {
+        loop {
+            // On plain TCP, peek first so that nothing past the response head is consumed:
+            // the frames behind it stay in the socket for tungstenite's own read buffer.
+            if let Stream::Plain(tcp) = &stream {
+                let mut peek = vec![0; MAX_RESPONSE_HEAD];
+                let n = match tcp.peek(&mut peek) {
+                    Ok(0) => return Err(closed_during_handshake()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Step::Wait(Stage::Response { stream, buf }))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                match handshake::parse_response(&peek[..n], &self.key, &self.subprotocols)? {
+                    None if n == buf.len() => {
+                        // Nothing new since the last peek: wait for more bytes.
+                        return Ok(Step::Wait(Stage::Response { stream, buf }));
+                    }
+                    None => {
+                        buf.clear();
+                        buf.extend_from_slice(&peek[..n]);
+                        // Edge-triggered readiness fires again only for new bytes.
+                        return Ok(Step::Wait(Stage::Response { stream, buf }));
+                    }
+                    Some((accepted, head)) => {
+                        let mut sink = vec![0; head];
+                        stream.read_exact(&mut sink)?;
+                        return Ok(Step::Done(Established {
+                            stream,
+                            leftover: Vec::new(),
+                            accepted,
+                        }));
+                    }
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk) {
+                Ok(0) => return Err(closed_during_handshake()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Step::Wait(Stage::Response { stream, buf }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if let Some((accepted, head)) =
+                handshake::parse_response(&buf, &self.key, &self.subprotocols)?
+            {
+                let leftover = buf.split_off(head);
+                return Ok(Step::Done(Established {
+                    stream,
+                    leftover,
+                    accepted,
+                }));
+            }
+        }
+    }
+}
+
+enum Step {
+    Continue(Stage),
+    Wait(Stage),
+    Done(Established),
+}
+
+fn closed_during_handshake() -> Error {
+    Error::Handshake("the server closed the connection during the handshake".into())
+}
+
+/// Starts a non-blocking connect to the next address that accepts one.
+fn connect_next(
+    addrs: &mut VecDeque<SocketAddr>,
+    registry: &Registry,
+    token: Token,
+    mut last: Option<io::Error>,
+) -> Result<(TcpStream, VecDeque<SocketAddr>)> {
+    while let Some(addr) = addrs.pop_front() {
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+                return Ok((stream, std::mem::take(addrs)));
+            }
+            Err(e) => {
+                log::debug!("connect to {addr} failed: {e}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address to connect to"))
+        .into())
+}
