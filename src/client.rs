@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use crate::backoff::BackoffConfig;
 use crate::buffer::BufferConfig;
 use crate::config::{
-    check_header, redacted_headers, HeaderProvider, OpenHook, SendFullPolicy, SendQueueConfig,
-    SequenceExtractor, Settings,
+    check_header, redacted_headers, HeaderProvider, OpenHook, Router, SendFullPolicy,
+    SendQueueConfig, SequenceExtractor, Settings,
 };
 use crate::error::{Error, Result, Timeout};
 use crate::event::{Event, EventKind, Handler};
@@ -74,7 +74,8 @@ pub struct Builder {
     max_connection_age: Option<Duration>,
     buffer: BufferConfig,
     send_queue: SendQueueConfig,
-    on_open: Option<OpenHook>,
+    on_open: Vec<OpenHook>,
+    router: Option<Router>,
     sequence_id: Option<SequenceExtractor>,
     replay: Option<ReplayConfig>,
     handlers: Vec<(EventKind, Handler)>,
@@ -98,7 +99,7 @@ impl fmt::Debug for Builder {
             .field("max_connection_age", &self.max_connection_age)
             .field("buffer", &self.buffer)
             .field("send_queue", &self.send_queue)
-            .field("on_open", &self.on_open.is_some())
+            .field("on_open_hooks", &self.on_open.len())
             .field("replay", &self.replay)
             .finish_non_exhaustive()
     }
@@ -124,7 +125,8 @@ impl Builder {
             max_connection_age: None,
             buffer: BufferConfig::default(),
             send_queue: SendQueueConfig::default(),
-            on_open: None,
+            on_open: Vec::new(),
+            router: None,
             sequence_id: None,
             replay: None,
             handlers: Vec::new(),
@@ -244,12 +246,19 @@ impl Builder {
 
     /// Runs `hook` on the I/O thread after every successful handshake (the first connection
     /// and each reconnect), before any queued message is sent; what it sends goes out first.
-    /// If it returns an error or panics, the attempt counts as failed. Defaults to none.
+    /// If it returns an error or panics, the attempt counts as failed. Calling it again adds
+    /// another hook; hooks run in the order added. Defaults to none.
     pub fn on_open(
         mut self,
         hook: impl Fn(&mut Opened<'_>) -> Result<()> + Send + Sync + 'static,
     ) -> Self {
-        self.on_open = Some(Arc::new(hook));
+        self.on_open.push(Arc::new(hook));
+        self
+    }
+
+    /// Installs the I/O-thread message router (multiplexing). Crate-internal.
+    pub(crate) fn router(mut self, router: Router) -> Self {
+        self.router = Some(router);
         self
     }
 
@@ -364,6 +373,7 @@ impl Builder {
             buffer: self.buffer,
             send_queue: self.send_queue,
             on_open: self.on_open,
+            router: self.router,
             sequence_id: self.sequence_id,
             replay: self.replay.map(|r| r.hook),
         });

@@ -91,6 +91,10 @@ pub(crate) type HeaderProvider = Arc<dyn Fn() -> Vec<(String, String)> + Send + 
 pub(crate) type SequenceExtractor = Arc<dyn Fn(&Message) -> Option<u64> + Send + Sync>;
 /// Asks the server for what was missed; see [`ReplayConfig`](crate::ReplayConfig).
 pub(crate) type ReplayHook = Arc<dyn Fn(&mut Opened<'_>, u64) -> Result<()> + Send + Sync>;
+/// Runs on the I/O thread for each incoming message before the inbound buffer: returns the
+/// message to buffer it, or `None` when it was delivered elsewhere (multiplex routing).
+/// It must never block.
+pub(crate) type Router = Arc<dyn Fn(Message) -> Option<Message> + Send + Sync>;
 
 /// Everything the I/O thread needs, validated once and then immutable.
 pub(crate) struct Settings {
@@ -110,7 +114,8 @@ pub(crate) struct Settings {
     pub(crate) max_connection_age: Option<Duration>,
     pub(crate) buffer: BufferConfig,
     pub(crate) send_queue: SendQueueConfig,
-    pub(crate) on_open: Option<OpenHook>,
+    pub(crate) on_open: Vec<OpenHook>,
+    pub(crate) router: Option<Router>,
     pub(crate) sequence_id: Option<SequenceExtractor>,
     pub(crate) replay: Option<ReplayHook>,
 }

@@ -474,6 +474,13 @@ impl Engine {
             if wants_events {
                 self.shared.events.emit(Event::Message(msg.clone()));
             }
+            let msg = match &self.settings.router {
+                Some(route) => match route(msg) {
+                    Some(unrouted) => unrouted,
+                    None => continue,
+                },
+                None => msg,
+            };
             self.batch.push(msg);
         }
         Counters::add(&self.shared.counters.messages_received, count);
@@ -754,7 +761,7 @@ impl Engine {
             .clone()
             .filter(|_| reconnect)
             .zip(self.last_seq);
-        if on_open.is_none() && replay.is_none() {
+        if on_open.is_empty() && replay.is_none() {
             return Ok(());
         }
         let events = Arc::clone(&self.shared.events);
@@ -766,7 +773,7 @@ impl Engine {
             subprotocol: accepted.subprotocol.as_deref(),
             response_headers: &accepted.headers,
         };
-        if let Some(hook) = on_open {
+        for hook in on_open {
             call_hook("on_open", || hook(&mut opened))?;
         }
         if let Some((hook, last)) = replay {
