@@ -285,6 +285,36 @@ impl Builder {
         self
     }
 
+    /// The settings as they stand, for inspection and logging (header values left out).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use jetsocket::SyncWebSocket;
+    /// let options = SyncWebSocket::builder("ws://127.0.0.1:9/").reconnect(false).options();
+    /// assert!(!options.reconnect);
+    /// assert_eq!(options.buffer.capacity, 1000);
+    /// ```
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            url: crate::url::redact(&self.url),
+            header_names: self.headers.iter().map(|(n, _)| n.clone()).collect(),
+            subprotocols: self.subprotocols.clone(),
+            connect_timeout: self.connect_timeout,
+            close_timeout: self.close_timeout,
+            max_message_size: self.max_message_size,
+            max_frame_size: self.max_frame_size,
+            read_buffer_size: self.read_buffer_size,
+            nodelay: self.nodelay,
+            reconnect: self.reconnect,
+            backoff: self.backoff,
+            heartbeat: self.heartbeat.clone(),
+            max_connection_age: self.max_connection_age,
+            buffer: self.buffer,
+            send_queue: self.send_queue,
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         for (name, value) in &self.headers {
             check_header(name, value)?;
@@ -318,9 +348,10 @@ impl Builder {
             }
         }
         if self.buffer.enable_dedup && self.sequence_id.is_none() {
-            return Err(Error::config(
-                "dedup needs a sequence id extractor: set Builder::sequence_id",
-            ));
+            log::warn!(
+                "dedup is on but no sequence id extractor is set (Builder::sequence_id): \
+                 nothing will be deduplicated"
+            );
         }
         if self.replay.is_some() && self.sequence_id.is_none() {
             return Err(Error::config(
@@ -423,6 +454,42 @@ impl Builder {
     }
 }
 
+/// A read-only snapshot of a [`Builder`]'s settings, from [`Builder::options`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The URL (user information removed).
+    pub url: String,
+    /// Names of the extra handshake headers (values are never exposed).
+    pub header_names: Vec<String>,
+    /// Offered subprotocols.
+    pub subprotocols: Vec<String>,
+    /// See [`Builder::connect_timeout`].
+    pub connect_timeout: Duration,
+    /// See [`Builder::close_timeout`].
+    pub close_timeout: Duration,
+    /// See [`Builder::max_message_size`].
+    pub max_message_size: usize,
+    /// See [`Builder::max_frame_size`].
+    pub max_frame_size: usize,
+    /// See [`Builder::read_buffer_size`].
+    pub read_buffer_size: usize,
+    /// See [`Builder::nodelay`].
+    pub nodelay: bool,
+    /// See [`Builder::reconnect`].
+    pub reconnect: bool,
+    /// See [`Builder::backoff`].
+    pub backoff: BackoffConfig,
+    /// See [`Builder::heartbeat`].
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// See [`Builder::max_connection_age`].
+    pub max_connection_age: Option<Duration>,
+    /// See [`Builder::buffer`].
+    pub buffer: BufferConfig,
+    /// See [`Builder::send_queue`].
+    pub send_queue: SendQueueConfig,
+}
+
 /// What every clone of a handle shares. Dropping the last one closes the connection.
 struct Inner {
     settings: Arc<Settings>,
@@ -449,11 +516,12 @@ impl Inner {
                 let _ = handle.join();
             }
         }
-        // Callbacks may hold clones of the handle: release them to break the cycle.
-        self.shared.events.clear_handlers();
+        // The dispatcher ends once it has run the callbacks for every event up to `Closed`.
         if !on_io_thread {
             self.shared.events.join_dispatcher();
         }
+        // Callbacks may hold clones of the handle: release them to break the cycle.
+        self.shared.events.clear_handlers();
     }
 }
 
@@ -882,6 +950,11 @@ impl SyncWebSocket {
         }
         self.inner.shut_down(CloseFrame::new(code, reason));
         Ok(())
+    }
+
+    #[cfg(feature = "json")]
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.shared.counters
     }
 
     /// A weak handle that does not keep the connection alive.

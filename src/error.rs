@@ -267,6 +267,9 @@ impl From<tungstenite::Error> for Error {
                 Error::MessageTooLarge(format!("{size} bytes, limit {max_size}"))
             }
             T::Capacity(c) => Error::MessageTooLarge(c.to_string()),
+            T::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+                Error::ConnectionClosed(None)
+            }
             T::Protocol(p) => Error::Protocol(p.to_string()),
             T::Utf8(s) => Error::Protocol(format!("invalid UTF-8 in a text message: {s}")),
             T::WriteBufferFull(_) => {

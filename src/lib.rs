@@ -82,7 +82,10 @@ mod handshake;
 mod heartbeat;
 mod hooks;
 mod io;
+#[cfg(feature = "json")]
+mod json;
 mod message;
+pub mod presets;
 mod shared;
 mod state;
 mod stats;
@@ -92,7 +95,7 @@ mod url;
 pub use backoff::BackoffConfig;
 pub use buffer::{BufferConfig, OverflowPolicy};
 pub use bytes::Bytes;
-pub use client::{Builder, Messages, SyncWebSocket, WeakSyncWebSocket};
+pub use client::{Builder, ConnectOptions, Messages, SyncWebSocket, WeakSyncWebSocket};
 pub use config::{SendFullPolicy, SendQueueConfig};
 #[doc(hidden)]
 pub use doc_server::{__doc_server, DocServer};
@@ -100,6 +103,8 @@ pub use error::{Error, Result, Timeout};
 pub use event::{Event, EventKind};
 pub use heartbeat::HeartbeatConfig;
 pub use hooks::{Opened, ReplayConfig};
+#[cfg(feature = "json")]
+pub use json::{Typed, TypedLenient};
 pub use message::{CloseCode, CloseFrame, Message, Utf8Bytes};
 pub use state::State;
 pub use stats::Stats;

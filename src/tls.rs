@@ -29,6 +29,8 @@ pub struct TlsConfig {
 }
 
 #[derive(Clone)]
+// Without a TLS back-end the identity is stored but never used.
+#[cfg_attr(not(feature = "native-tls"), allow(dead_code))]
 pub(crate) enum Identity {
     Pkcs12 { der: Vec<u8>, password: String },
     Pem { cert: Vec<u8>, key: Vec<u8> },
