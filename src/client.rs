@@ -22,6 +22,7 @@ use crate::hooks::{Opened, ReplayConfig};
 use crate::io::command::Control;
 use crate::io::engine::WAKER;
 use crate::message::{CloseCode, CloseFrame, Message, Utf8Bytes};
+use crate::proxy::Proxy;
 use crate::shared::Shared;
 use crate::state::State;
 use crate::stats::{Counters, Stats};
@@ -68,6 +69,8 @@ pub struct Builder {
     read_buffer_size: usize,
     tls: TlsConfig,
     nodelay: bool,
+    proxy: Option<String>,
+    proxy_from_env: bool,
     reconnect: bool,
     backoff: BackoffConfig,
     heartbeat: Option<HeartbeatConfig>,
@@ -93,6 +96,14 @@ impl fmt::Debug for Builder {
             .field("max_frame_size", &self.max_frame_size)
             .field("tls", &self.tls)
             .field("nodelay", &self.nodelay)
+            .field(
+                "proxy",
+                &self
+                    .proxy
+                    .as_ref()
+                    .map(|p| Proxy::new(p).map_err(|_| "<invalid>")),
+            )
+            .field("proxy_from_env", &self.proxy_from_env)
             .field("reconnect", &self.reconnect)
             .field("backoff", &self.backoff)
             .field("heartbeat", &self.heartbeat)
@@ -119,6 +130,8 @@ impl Builder {
             read_buffer_size: 128 * 1024,
             tls: TlsConfig::default(),
             nodelay: true,
+            proxy: None,
+            proxy_from_env: false,
             reconnect: true,
             backoff: BackoffConfig::default(),
             heartbeat: Some(HeartbeatConfig::default()),
@@ -200,6 +213,24 @@ impl Builder {
     /// Sets TCP_NODELAY (no Nagle delay on small messages). Defaults to `true`.
     pub fn nodelay(mut self, nodelay: bool) -> Self {
         self.nodelay = nodelay;
+        self
+    }
+
+    /// Connects through an HTTP proxy with `CONNECT`: `http://[user:password@]host[:port]`.
+    /// `wss://` stays end-to-end TLS through the tunnel. The URL is checked when the
+    /// connection is built; credentials never appear in logs or `Debug`. A 407 answer is
+    /// fatal; 403, 502 and other refusals are retried. Defaults to none.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
+        self
+    }
+
+    /// Takes the proxy from `HTTPS_PROXY` (for `wss://`) or `HTTP_PROXY` (for `ws://`),
+    /// upper or lower case, falling back to `ALL_PROXY`, unless `NO_PROXY` lists the host.
+    /// An explicit [`proxy`](Self::proxy) wins. Read when the connection is built. Defaults
+    /// to `false`.
+    pub fn proxy_from_env(mut self, enable: bool) -> Self {
+        self.proxy_from_env = enable;
         self
     }
 
@@ -382,6 +413,11 @@ impl Builder {
         } else {
             None
         };
+        let proxy = match (&self.proxy, self.proxy_from_env) {
+            (Some(url), _) => Some(Proxy::new(url)?),
+            (None, true) => crate::proxy::from_env(&target)?,
+            (None, false) => None,
+        };
         let ws_config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_frame_size))
@@ -397,6 +433,7 @@ impl Builder {
             ws_config,
             tls,
             nodelay: self.nodelay,
+            proxy,
             reconnect: self.reconnect,
             backoff: self.backoff,
             heartbeat: self.heartbeat,

@@ -108,6 +108,7 @@ pub(crate) struct Settings {
     pub(crate) ws_config: tungstenite::protocol::WebSocketConfig,
     pub(crate) tls: Option<Connector>,
     pub(crate) nodelay: bool,
+    pub(crate) proxy: Option<crate::proxy::Proxy>,
     pub(crate) reconnect: bool,
     pub(crate) backoff: BackoffConfig,
     pub(crate) heartbeat: Option<HeartbeatConfig>,
@@ -128,6 +129,7 @@ impl fmt::Debug for Settings {
             .field("subprotocols", &self.subprotocols)
             .field("connect_timeout", &self.connect_timeout)
             .field("close_timeout", &self.close_timeout)
+            .field("proxy", &self.proxy)
             .field("reconnect", &self.reconnect)
             .field("backoff", &self.backoff)
             .field("heartbeat", &self.heartbeat)

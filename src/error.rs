@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::message::CloseFrame;
+use crate::message::{CloseCode, CloseFrame};
 
 /// A specialized [`Result`](std::result::Result) for jetsocket operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -49,7 +49,8 @@ impl fmt::Display for Timeout {
 /// * **your input**: [`InvalidUrl`](Error::InvalidUrl), [`InvalidConfig`](Error::InvalidConfig);
 /// * **network and TLS**: [`Io`](Error::Io), [`Dns`](Error::Dns), [`Tls`](Error::Tls),
 ///   [`Certificate`](Error::Certificate);
-/// * **the handshake**: [`Http`](Error::Http), [`Handshake`](Error::Handshake);
+/// * **the handshake**: [`Http`](Error::Http), [`Handshake`](Error::Handshake),
+///   [`Proxy`](Error::Proxy);
 /// * **the protocol**: [`Protocol`](Error::Protocol), [`MessageTooLarge`](Error::MessageTooLarge);
 /// * **limits**: [`SendQueueFull`](Error::SendQueueFull), [`BufferOverflow`](Error::BufferOverflow),
 ///   [`PoolExhausted`](Error::PoolExhausted);
@@ -106,6 +107,14 @@ pub enum Error {
         status: u16,
         /// The start of the response body, if any (at most 512 bytes, lossily decoded).
         body: String,
+    },
+    /// The HTTP proxy refused to open the tunnel (407 is fatal: the credentials are wrong).
+    #[error("proxy refused the tunnel: HTTP {status} {reason}")]
+    Proxy {
+        /// The proxy's HTTP status.
+        status: u16,
+        /// The proxy's reason phrase.
+        reason: String,
     },
     /// The server's handshake response was malformed (garbage, no `Upgrade`, a wrong
     /// `Sec-WebSocket-Accept`, headers that never end, ...).
@@ -177,6 +186,8 @@ pub enum Error {
     WorkerPanicked(String),
 }
 
+const INVALID_UTF8: &str = "invalid UTF-8 in a text message";
+
 /// HTTP statuses that mean "do not try again": the credentials or the path are wrong.
 const FATAL_HTTP: [u16; 4] = [401, 403, 404, 410];
 
@@ -203,6 +214,7 @@ impl Error {
             | Error::TlsUnavailable
             | Error::RetriesExhausted { .. } => true,
             Error::Http { status, .. } => FATAL_HTTP.contains(status),
+            Error::Proxy { status, .. } => *status == 407,
             Error::ConnectionClosed(Some(frame)) => frame.code.is_fatal(),
             _ => false,
         }
@@ -235,6 +247,17 @@ impl Error {
                 std::io::Error::new(ErrorKind::InvalidInput, self)
             }
             other => std::io::Error::other(other),
+        }
+    }
+
+    /// The close code to send when this error ends a connection on our side: 1002 for a
+    /// protocol violation, 1007 for invalid UTF-8, 1009 for a message that is too big.
+    pub(crate) fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            Error::Protocol(text) if text.starts_with(INVALID_UTF8) => Some(CloseCode::INVALID),
+            Error::Protocol(_) => Some(CloseCode::PROTOCOL),
+            Error::MessageTooLarge(_) => Some(CloseCode::SIZE),
+            _ => None,
         }
     }
 
@@ -271,7 +294,7 @@ impl From<tungstenite::Error> for Error {
                 Error::ConnectionClosed(None)
             }
             T::Protocol(p) => Error::Protocol(p.to_string()),
-            T::Utf8(s) => Error::Protocol(format!("invalid UTF-8 in a text message: {s}")),
+            T::Utf8(s) => Error::Protocol(format!("{INVALID_UTF8}: {s}")),
             T::WriteBufferFull(_) => {
                 Error::Io(Arc::new(std::io::Error::other("write buffer full")))
             }
@@ -293,7 +316,6 @@ impl From<tungstenite::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::CloseCode;
 
     fn assert_send_sync<T: Send + Sync + 'static>() {}
 

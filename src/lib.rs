@@ -86,6 +86,7 @@ mod io;
 mod json;
 mod message;
 pub mod presets;
+mod proxy;
 mod shared;
 mod state;
 mod stats;
@@ -106,6 +107,7 @@ pub use hooks::{Opened, ReplayConfig};
 #[cfg(feature = "json")]
 pub use json::{Typed, TypedLenient};
 pub use message::{CloseCode, CloseFrame, Message, Utf8Bytes};
+pub use proxy::Proxy;
 pub use state::State;
 pub use stats::Stats;
 pub use tls::TlsConfig;

@@ -12,6 +12,7 @@ use mio::{Interest, Registry, Token};
 use crate::error::{Error, Result};
 use crate::handshake::{self, Accepted, MAX_RESPONSE_HEAD};
 use crate::io::stream::Stream;
+use crate::proxy::{self, Proxy};
 use crate::tls::Connector;
 use crate::url::Target;
 
@@ -22,6 +23,7 @@ pub(crate) struct AttemptParams<'a> {
     pub(crate) subprotocols: &'a [String],
     pub(crate) tls: Option<&'a Connector>,
     pub(crate) nodelay: bool,
+    pub(crate) proxy: Option<&'a Proxy>,
     pub(crate) deadline: Instant,
 }
 
@@ -37,6 +39,11 @@ enum Stage {
     Tcp {
         stream: TcpStream,
         rest: VecDeque<SocketAddr>,
+    },
+    /// Asking an HTTP proxy for a tunnel: the CONNECT request written so far, then its answer.
+    Tunnel {
+        stream: TcpStream,
+        written: usize,
     },
     #[cfg(feature = "native-tls")]
     Tls(native_tls::MidHandshakeTlsStream<TcpStream>),
@@ -58,6 +65,7 @@ pub(crate) struct Attempt {
     host: String,
     tls: Option<Connector>,
     nodelay: bool,
+    tunnel_request: Option<Vec<u8>>,
     key: String,
     request: Vec<u8>,
     subprotocols: Vec<String>,
@@ -97,7 +105,10 @@ fn resolve(target: &Target) -> Result<VecDeque<SocketAddr>> {
 impl Attempt {
     /// Resolves the host and starts connecting to its first address.
     pub(crate) fn start(p: AttemptParams<'_>, registry: &Registry, token: Token) -> Result<Self> {
-        let mut addrs = resolve(p.target)?;
+        let mut addrs = match p.proxy {
+            Some(proxy) => resolve(&proxy.target())?,
+            None => resolve(p.target)?,
+        };
         let key = handshake::generate_key();
         let request = handshake::request(p.target, &key, p.headers, p.subprotocols);
         let (stream, rest) = connect_next(&mut addrs, registry, token, None)?;
@@ -107,6 +118,7 @@ impl Attempt {
             host: p.target.host.clone(),
             tls: if p.target.tls { p.tls.cloned() } else { None },
             nodelay: p.nodelay,
+            tunnel_request: p.proxy.map(|proxy| proxy.connect_request(p.target)),
             key,
             request,
             subprotocols: p.subprotocols.to_vec(),
@@ -120,6 +132,7 @@ impl Attempt {
             let stage = std::mem::replace(&mut self.stage, Stage::Finished);
             let step = match stage {
                 Stage::Tcp { stream, rest } => self.tcp(stream, rest, registry)?,
+                Stage::Tunnel { stream, written } => self.tunnel(stream, written)?,
                 #[cfg(feature = "native-tls")]
                 Stage::Tls(mid) => self.tls_step(mid.handshake())?,
                 Stage::Request { stream, written } => self.write_request(stream, written)?,
@@ -167,6 +180,54 @@ impl Attempt {
         if self.nodelay {
             stream.set_nodelay(true)?;
         }
+        if self.tunnel_request.is_some() {
+            return Ok(Step::Continue(Stage::Tunnel { stream, written: 0 }));
+        }
+        self.over_tcp(stream)
+    }
+
+    /// Opens the proxy tunnel: writes `CONNECT`, then reads the answer without consuming a
+    /// byte past it.
+    fn tunnel(&mut self, mut stream: TcpStream, mut written: usize) -> Result<Step> {
+        let request = self.tunnel_request.as_deref().unwrap_or_default();
+        while written < request.len() {
+            match stream.write(&request[written..]) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Step::Wait(Stage::Tunnel { stream, written }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut peek = vec![0; 16 * 1024];
+        let n = match stream.peek(&mut peek) {
+            Ok(0) => {
+                return Err(Error::Handshake(
+                    "the proxy closed the connection before answering CONNECT".into(),
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Step::Wait(Stage::Tunnel { stream, written }))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match proxy::parse_connect_response(&peek[..n])? {
+            None => Ok(Step::Wait(Stage::Tunnel { stream, written })),
+            Some(head) => {
+                let mut sink = vec![0; head];
+                stream.read_exact(&mut sink)?;
+                log::debug!("proxy tunnel to {} open", self.host);
+                self.tunnel_request = None;
+                self.over_tcp(stream)
+            }
+        }
+    }
+
+    /// The TCP connection (direct or tunnelled) is up: TLS if needed, then the upgrade.
+    fn over_tcp(&mut self, stream: TcpStream) -> Result<Step> {
         match &self.tls {
             None => Ok(Step::Continue(Stage::Request {
                 stream: Stream::Plain(stream),

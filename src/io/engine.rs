@@ -661,6 +661,7 @@ impl Engine {
             subprotocols: &self.settings.subprotocols,
             tls: self.settings.tls.as_ref(),
             nodelay: self.settings.nodelay,
+            proxy: self.settings.proxy.as_ref(),
             deadline: Instant::now() + self.settings.connect_timeout,
         };
         log::debug!(
@@ -848,6 +849,14 @@ impl Engine {
                 Err(_) => {}
             }
         }
+        if let Ending::Failure(e) = &ending {
+            // Tell the peer why we are leaving (best effort: the socket may be gone already).
+            if let Some(code) = e.close_code() {
+                let frame = CloseFrame::new(code, truncate_reason(&e.to_string()));
+                let _ = conn.ws.close(Some(frame.to_tungstenite()));
+                let _ = flush(&mut conn);
+            }
+        }
         self.shutdown_socket(conn);
         self.finish_connection(ending);
     }
@@ -964,6 +973,15 @@ fn call_hook(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
             panic_message(&*p)
         ))),
     }
+}
+
+/// Cuts a close reason to the 123 bytes a close frame allows, on a character boundary.
+fn truncate_reason(reason: &str) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 /// Writes a frame into tungstenite's buffer; a `WouldBlock` means it is buffered.
