@@ -64,7 +64,7 @@ pub(crate) fn field_equals(msg: &Message, path: &str, expected: &str) -> bool {
     };
     match lookup(&value, path) {
         Some(serde_json::Value::String(s)) => s == expected,
-        Some(other) => other.to_string() == expected,
+        Some(other) => serde_json::to_string(other).is_ok_and(|text| text == expected),
         None => false,
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn parse(url: &str) -> Result<Target> {
             "credentials in the URL are not supported: pass an Authorization header instead",
         ));
     }
-    let (host, port) = split_host_port(authority).map_err(|r| bad(r))?;
+    let (host, port) = split_host_port(authority).map_err(bad)?;
     let port = match port {
         Some(p) => p,
         None if tls => 443,

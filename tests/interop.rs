@@ -1,0 +1,669 @@
+//! Interoperability with WebSocket servers written by others: the Python `websockets`
+//! library (`tests/interop/server.py`) and Node's `ws` package (`tests/interop/server.js`),
+//! each run as a child process on 127.0.0.1.
+//!
+//! Every test runs once against each server: echo of text and binary messages from 0 B to
+//! 16 MiB, a fragmented message, a server ping, close codes and reasons, subprotocol
+//! negotiation, extra handshake headers, TLS with a CA made at test time, and reconnecting
+//! after the server process dies and comes back on the same port.
+//!
+//! The servers need `.ci/install-interop` (a `.venv` with `websockets`, and `npm ci` in
+//! `tests/interop`). A missing interpreter or package fails the test with that hint; set
+//! `JETSOCKET_SKIP_INTEROP=1` to skip these tests instead.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Receiver;
+use jetsocket::{
+    BackoffConfig, CloseCode, CloseFrame, Error, Event, Message, State, SyncWebSocket, TlsConfig,
+};
+
+/// How long to wait for anything in these tests (generous: debug builds, 2 cores, 16 MiB).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Protocols every server is started with, in the server's order of preference. The
+/// servers pick the first one the *client* offers that is in this list.
+const SERVER_SUBPROTOCOLS: &[&str] = &["v2.chat", "v1.chat"];
+
+const INSTALL_HINT: &str = "run `.ci/install-interop` from the repository root \
+     (or set JETSOCKET_SKIP_INTEROP=1 to skip the interop tests)";
+
+/// Which third-party server to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Impl {
+    /// Python `websockets` (asyncio).
+    Python,
+    /// Node `ws`.
+    Node,
+}
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn interop_dir() -> PathBuf {
+    repo_root().join("tests").join("interop")
+}
+
+/// Whether the interop tests are switched off (`JETSOCKET_SKIP_INTEROP=1`); prints a note.
+fn skipped() -> bool {
+    let skip = std::env::var("JETSOCKET_SKIP_INTEROP").is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("note: JETSOCKET_SKIP_INTEROP=1, skipping this interop test");
+    }
+    skip
+}
+
+impl Impl {
+    /// The interpreter and script that run this server.
+    fn command(self) -> Command {
+        match self {
+            Impl::Python => {
+                let venv = repo_root().join(".venv").join("bin").join("python");
+                let python = if venv.exists() {
+                    venv.into_os_string()
+                } else {
+                    "python3".into()
+                };
+                let mut cmd = Command::new(python);
+                cmd.arg(interop_dir().join("server.py"));
+                cmd
+            }
+            Impl::Node => {
+                let ws = interop_dir()
+                    .join("node_modules")
+                    .join("ws")
+                    .join("package.json");
+                assert!(
+                    ws.exists(),
+                    "the Node `ws` package is not installed (no {}): {INSTALL_HINT}",
+                    ws.display()
+                );
+                let mut cmd = Command::new("node");
+                cmd.arg(interop_dir().join("server.js"));
+                cmd
+            }
+        }
+    }
+}
+
+/// Options for starting a server.
+#[derive(Debug, Default, Clone)]
+struct Opts {
+    /// A fixed port (for restarts); 0 picks a free one.
+    port: u16,
+    /// TLS certificate and key files.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A running third-party server; killed and reaped on drop.
+struct Server {
+    kind: Impl,
+    child: Child,
+    /// Held open: the server exits by itself once this is closed.
+    stdin: Option<ChildStdin>,
+    stderr: Arc<Mutex<String>>,
+    port: u16,
+    tls: bool,
+    /// Whether stderr was already shown in a failure message.
+    reported: bool,
+}
+
+impl Server {
+    fn start(kind: Impl, opts: &Opts) -> Server {
+        let mut cmd = kind.command();
+        cmd.arg("--port").arg(opts.port.to_string());
+        if let Some((cert, key)) = &opts.tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        for p in SERVER_SUBPROTOCOLS {
+            cmd.arg("--subprotocol").arg(p);
+        }
+        cmd.current_dir(interop_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start the {kind:?} interop server ({:?}): {e}; {INSTALL_HINT}",
+                cmd.get_program()
+            )
+        });
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr_pipe = child.stderr.take().expect("piped stderr");
+
+        // Collect stderr for failure messages; drain stdout so the server never blocks.
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let (stderr_done_tx, stderr_done) = crossbeam_channel::bounded::<()>(0);
+        std::thread::spawn(move || {
+            let _done = stderr_done_tx; // disconnects at end of file
+            let mut pipe = stderr_pipe;
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                let mut s = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                if s.len() < 64 * 1024 {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let (line_tx, line_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = line_tx.send(lines.next());
+            for _ in lines {}
+        });
+
+        let mut server = Server {
+            kind,
+            child,
+            stdin,
+            stderr,
+            port: 0,
+            tls: opts.tls.is_some(),
+            reported: false,
+        };
+        let first = line_rx.recv_timeout(WAIT);
+        let port = match &first {
+            Ok(Some(Ok(line))) => line
+                .strip_prefix("PORT ")
+                .and_then(|p| p.trim().parse::<u16>().ok()),
+            _ => None,
+        };
+        match port {
+            Some(port) => server.port = port,
+            None => {
+                // Stop the child (if it still runs) and collect all it wrote to stderr.
+                let _ = server.child.kill();
+                let _ = server.child.wait();
+                let _ = stderr_done.recv_timeout(Duration::from_secs(5));
+                server.reported = true;
+                panic!(
+                    "the {kind:?} interop server did not report its port (first line {first:?}); \
+                     {INSTALL_HINT}\n--- server stderr ---\n{}",
+                    server.stderr_text()
+                );
+            }
+        }
+        server
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// `ws://127.0.0.1:PORT/path` (`wss://localhost:PORT/path` with TLS).
+    fn url(&self, path: &str) -> String {
+        if self.tls {
+            format!("wss://localhost:{}{path}", self.port)
+        } else {
+            format!("ws://127.0.0.1:{}{path}", self.port)
+        }
+    }
+
+    /// Waits for the process to exit by itself (after `/exit`).
+    fn wait_exit(mut self) {
+        let child = &mut self.child;
+        let exited = common::wait_until(WAIT, || matches!(child.try_wait(), Ok(Some(_))));
+        assert!(
+            exited,
+            "the {:?} server did not exit after /exit",
+            self.kind
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() && !self.reported {
+            eprintln!(
+                "--- {:?} server stderr ---\n{}",
+                self.kind,
+                self.stderr_text()
+            );
+        }
+    }
+}
+
+/// A temporary directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "jetsocket-interop-{}-{nanos}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Text of exactly `len` bytes mixing 1- to 4-byte UTF-8 characters, so that frame and read
+/// boundaries fall inside multi-byte characters.
+fn text_of(len: usize) -> String {
+    const CHARS: [char; 6] = ['a', 'é', '✓', '𝄞', ' ', 'Z'];
+    let mut s = String::with_capacity(len);
+    let mut i = 0usize;
+    while s.len() < len {
+        let c = CHARS[(i * 7 + i / 5) % CHARS.len()];
+        if s.len() + c.len_utf8() > len {
+            s.push('.');
+        } else {
+            s.push(c);
+        }
+        i += 1;
+    }
+    s
+}
+
+/// `len` pseudo-random bytes (xorshift), different for every length.
+fn bytes_of(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ len as u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The text the servers send on `/fragmented?size=N`.
+fn alphabet_of(len: usize) -> String {
+    (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect()
+}
+
+/// Asserts two payloads are equal without printing megabytes.
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: got {} bytes, want {} bytes, first difference at {first:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+fn recv(ws: &SyncWebSocket, what: &str) -> Message {
+    ws.recv_timeout(WAIT)
+        .unwrap_or_else(|e| panic!("{what}: no message: {e} (state {:?})", ws.state()))
+}
+
+fn expect_text(ws: &SyncWebSocket, want: &str, what: &str) {
+    let msg = recv(ws, what);
+    let got = msg
+        .as_text()
+        .unwrap_or_else(|| panic!("{what}: expected text, got binary of {} bytes", msg.len()));
+    assert_same(got.as_bytes(), want.as_bytes(), what);
+}
+
+fn echo_text(ws: &SyncWebSocket, text: &str) {
+    ws.send_text(text).expect("send text");
+    expect_text(ws, text, &format!("echo of {} bytes of text", text.len()));
+}
+
+/// Waits for the first event matching `pred`, panicking with what was seen on timeout.
+fn wait_event(events: &Receiver<Event>, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        match events.recv_deadline(deadline) {
+            Ok(e) if pred(&e) => return e,
+            Ok(e) => seen.push(e),
+            Err(err) => panic!("waiting for {what}: {err}; events seen: {seen:#?}"),
+        }
+    }
+}
+
+const SIZES: [usize; 8] = [0, 1, 125, 126, 65_535, 65_536, 1 << 20, 16 << 20];
+
+/// Every message of [`SIZES`] went out and came back.
+fn assert_echo_stats(ws: &SyncWebSocket) {
+    let stats = ws.stats();
+    let total: usize = SIZES.iter().sum();
+    assert_eq!(stats.messages_sent, SIZES.len() as u64, "{stats:?}");
+    assert_eq!(stats.messages_received, SIZES.len() as u64, "{stats:?}");
+    assert_eq!(stats.bytes_sent, total as u64, "{stats:?}");
+    assert_eq!(stats.bytes_received, total as u64, "{stats:?}");
+}
+
+fn text_echo(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    let ws = SyncWebSocket::connect_url(server.url("/echo")).expect("connect");
+    for len in SIZES {
+        echo_text(&ws, &text_of(len));
+    }
+    assert_echo_stats(&ws);
+    ws.close().expect("close");
+}
+
+fn binary_echo(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    let ws = SyncWebSocket::connect_url(server.url("/echo")).expect("connect");
+    for len in SIZES {
+        let data = bytes_of(len);
+        ws.send_binary(data.clone()).expect("send binary");
+        let what = format!("echo of {len} bytes of binary");
+        let msg = recv(&ws, &what);
+        assert!(msg.is_binary(), "{what}: expected binary, got {msg:?}");
+        assert_same(msg.as_bytes(), &data, &what);
+    }
+    assert_echo_stats(&ws);
+    ws.close().expect("close");
+}
+
+fn fragmented(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    for size in [1, 10, 100_003, (1 << 20) + 7] {
+        let ws = SyncWebSocket::connect_url(server.url(&format!("/fragmented?size={size}")))
+            .expect("connect");
+        expect_text(
+            &ws,
+            &alphabet_of(size),
+            &format!("fragmented message of {size} bytes"),
+        );
+        echo_text(&ws, "after the fragments");
+        ws.close().expect("close");
+    }
+}
+
+fn server_ping(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    let ws = SyncWebSocket::connect_url(server.url("/ping")).expect("connect");
+    expect_text(
+        &ws,
+        "pong-received",
+        "the server's report that our pong arrived",
+    );
+    echo_text(&ws, "after the ping");
+    ws.close().expect("close");
+}
+
+fn close_codes(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    for code in [1000u16, 1001, 1008, 4000] {
+        let reason = format!("bye {code}");
+        let want = CloseFrame::new(code, reason.clone());
+        let url = server.url(&format!("/close?code={code}&reason=bye%20{code}"));
+        let fatal = CloseCode::from(code).is_fatal();
+        // 1008 must end the connection even with reconnection on.
+        let ws = SyncWebSocket::builder(&url)
+            .reconnect(fatal)
+            .build()
+            .expect("build");
+        let events = ws.events();
+        // The server closes right after the handshake; connect() may see either.
+        match ws.connect() {
+            Ok(()) => {}
+            Err(Error::ConnectionClosed(Some(f))) => assert_eq!(f, want),
+            Err(e) if fatal && e.is_fatal() => {}
+            Err(e) => panic!("close {code}: connect failed: {e:?}"),
+        }
+        let what = format!("close {code}");
+        let disconnected = wait_event(&events, &what, |e| matches!(e, Event::Disconnected { .. }));
+        let Event::Disconnected { close, error } = disconnected else {
+            unreachable!()
+        };
+        assert_eq!(close.as_ref(), Some(&want), "{what}: Disconnected.close");
+        assert!(error.is_none(), "{what}: Disconnected.error {error:?}");
+        let closed = wait_event(&events, &what, |e| matches!(e, Event::Closed { .. }));
+        let Event::Closed { close } = closed else {
+            unreachable!()
+        };
+        assert_eq!(close.as_ref(), Some(&want), "{what}: Closed.close");
+
+        let err = ws
+            .recv_timeout(WAIT)
+            .expect_err("no message was sent, so recv reports the ending");
+        if fatal {
+            assert_eq!(ws.state(), State::Failed, "{what}");
+            assert!(err.is_fatal(), "{what}: {err:?} should be fatal");
+        } else {
+            assert_eq!(ws.state(), State::Closed, "{what}");
+            assert!(!err.is_fatal(), "{what}: {err:?} should not be fatal");
+            match err {
+                Error::ConnectionClosed(Some(f)) => assert_eq!(f, want, "{what}"),
+                other => panic!("{what}: recv returned {other:?}"),
+            }
+        }
+        ws.close().expect("close");
+    }
+}
+
+fn subprotocols(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    let cases: [(&[&str], Option<&str>); 4] = [
+        (&["v0.unknown", "v1.chat", "v2.chat"], Some("v1.chat")),
+        (&["v2.chat"], Some("v2.chat")),
+        (&[], None),
+        (&["nope"], None),
+    ];
+    for (offer, want) in cases {
+        let mut builder = SyncWebSocket::builder(server.url("/echo"));
+        for p in offer {
+            builder = builder.subprotocol(*p);
+        }
+        let ws = builder.build().expect("build");
+        let events = ws.events();
+        ws.connect()
+            .unwrap_or_else(|e| panic!("offer {offer:?}: {e}"));
+        assert_eq!(ws.subprotocol().as_deref(), want, "offer {offer:?}");
+        let connected = wait_event(&events, "Connected", |e| {
+            matches!(e, Event::Connected { .. })
+        });
+        let Event::Connected { subprotocol } = connected else {
+            unreachable!()
+        };
+        assert_eq!(subprotocol.as_deref(), want, "offer {offer:?}: event");
+        echo_text(&ws, "negotiated");
+        ws.close().expect("close");
+    }
+}
+
+fn headers(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    let ws = SyncWebSocket::builder(server.url("/headers"))
+        .header("X-Jetsocket-Test", "interop-42")
+        .header("Authorization", "Bearer s3cr3t")
+        .connect()
+        .expect("connect");
+    let msg = recv(&ws, "the server's view of the request headers");
+    let json = msg.as_text().expect("headers arrive as text");
+    // Both servers send compact JSON with lower-case names.
+    for pair in [
+        r#""x-jetsocket-test":"interop-42""#,
+        r#""authorization":"Bearer s3cr3t""#,
+        r#""sec-websocket-version":"13""#,
+        r#""upgrade":"websocket""#,
+    ] {
+        assert!(json.contains(pair), "{pair} not in {json}");
+    }
+    echo_text(&ws, "after the headers");
+    ws.close().expect("close");
+}
+
+#[cfg(feature = "native-tls")]
+fn tls(kind: Impl) {
+    let ca = common::TestCa::new();
+    let leaf = ca.issue_localhost();
+    let dir = TempDir::new();
+    let cert = dir.0.join("server.crt");
+    let key = dir.0.join("server.key");
+    std::fs::write(&cert, &leaf.cert_pem).expect("write cert");
+    std::fs::write(&key, &leaf.key_pem).expect("write key");
+    let server = Server::start(
+        kind,
+        &Opts {
+            tls: Some((cert, key)),
+            ..Opts::default()
+        },
+    );
+
+    // Not trusted without the test CA: a fatal certificate error.
+    let err = SyncWebSocket::builder(server.url("/echo"))
+        .connect()
+        .expect_err("the test CA is not trusted by default");
+    assert!(
+        matches!(err, Error::Certificate(_)) && err.is_fatal(),
+        "untrusted server: {err:?}"
+    );
+
+    let ws = SyncWebSocket::builder(server.url("/echo"))
+        .tls(TlsConfig::new().add_root_certificate_pem(ca.cert_pem()))
+        .connect()
+        .expect("connect over TLS");
+    for len in [0, 126, 65_536, (1 << 20) + 3] {
+        echo_text(&ws, &text_of(len));
+        let data = bytes_of(len);
+        ws.send_binary(data.clone()).expect("send binary");
+        let what = format!("TLS echo of {len} bytes of binary");
+        assert_same(recv(&ws, &what).as_bytes(), &data, &what);
+    }
+    ws.close().expect("close");
+}
+
+fn reconnect_after_restart(kind: Impl) {
+    let server = Server::start(kind, &Opts::default());
+    let port = server.port;
+    let ws = SyncWebSocket::builder(server.url("/echo"))
+        .backoff(
+            BackoffConfig::default()
+                .base(Duration::from_millis(50))
+                .cap(Duration::from_millis(500)),
+        )
+        .build()
+        .expect("build");
+    let events = ws.events();
+    ws.connect().expect("connect");
+    echo_text(&ws, "before the crash");
+
+    // The server process dies without closing anything.
+    let _ = tungstenite::connect(server.url("/exit"));
+    server.wait_exit();
+    wait_event(&events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    });
+
+    let server = Server::start(
+        kind,
+        &Opts {
+            port,
+            ..Opts::default()
+        },
+    );
+    assert_eq!(server.port, port);
+    wait_event(&events, "Reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    });
+    assert!(ws.is_connected());
+    echo_text(&ws, "after the restart");
+    ws.close().expect("close");
+}
+
+/// One module per server, each with the same tests.
+macro_rules! interop_tests {
+    ($($module:ident => $kind:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn text_echo() {
+                if !skipped() {
+                    super::text_echo($kind);
+                }
+            }
+
+            #[test]
+            fn binary_echo() {
+                if !skipped() {
+                    super::binary_echo($kind);
+                }
+            }
+
+            #[test]
+            fn fragmented_message_arrives_whole() {
+                if !skipped() {
+                    super::fragmented($kind);
+                }
+            }
+
+            #[test]
+            fn server_ping_is_answered() {
+                if !skipped() {
+                    super::server_ping($kind);
+                }
+            }
+
+            #[test]
+            fn close_codes_and_reasons() {
+                if !skipped() {
+                    super::close_codes($kind);
+                }
+            }
+
+            #[test]
+            fn subprotocol_negotiation() {
+                if !skipped() {
+                    super::subprotocols($kind);
+                }
+            }
+
+            #[test]
+            fn extra_headers_reach_the_server() {
+                if !skipped() {
+                    super::headers($kind);
+                }
+            }
+
+            #[cfg(feature = "native-tls")]
+            #[test]
+            fn tls_with_test_ca() {
+                if !skipped() {
+                    super::tls($kind);
+                }
+            }
+
+            #[test]
+            fn reconnects_after_server_restart() {
+                if !skipped() {
+                    super::reconnect_after_restart($kind);
+                }
+            }
+        }
+    )*};
+}
+
+interop_tests! {
+    python => Impl::Python,
+    node => Impl::Node,
+}
