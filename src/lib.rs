@@ -75,9 +75,14 @@ mod backoff;
 mod buffer;
 mod client;
 mod config;
+#[cfg(feature = "deflate")]
+mod deflate;
 mod doc_server;
 mod error;
 mod event;
+#[cfg(feature = "_fuzz")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod heartbeat;
 mod hooks;
@@ -85,6 +90,8 @@ mod io;
 #[cfg(feature = "json")]
 mod json;
 mod message;
+mod multiplex;
+mod pool;
 pub mod presets;
 mod proxy;
 mod shared;
@@ -107,6 +114,11 @@ pub use hooks::{Opened, ReplayConfig};
 #[cfg(feature = "json")]
 pub use json::{Typed, TypedLenient};
 pub use message::{CloseCode, CloseFrame, Message, Utf8Bytes};
+pub use multiplex::{
+    Multiplex, MultiplexBuilder, MultiplexStats, Subscription, SubscriptionMessages,
+    SubscriptionStats,
+};
+pub use pool::{ConnectionPool, ConnectionPoolConfig, PoolStats, PooledConnection};
 pub use proxy::Proxy;
 pub use state::State;
 pub use stats::Stats;

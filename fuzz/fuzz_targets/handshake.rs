@@ -1,0 +1,9 @@
+//! The server's answer to the upgrade request, then the frames that follow it.
+//! The input format is in `fuzz/README.md`; the checks are in `jetsocket::fuzzing`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    jetsocket::fuzzing::run("handshake", data);
+});

@@ -1,0 +1,9 @@
+//! The JSON sequence-id and pong-field extractors.
+//! The input format is in `fuzz/README.md`; the checks are in `jetsocket::fuzzing`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    jetsocket::fuzzing::run("json", data);
+});

@@ -1,0 +1,9 @@
+//! Proxy URLs, `NO_PROXY` matching and the `CONNECT` request.
+//! The input format is in `fuzz/README.md`; the checks are in `jetsocket::fuzzing`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    jetsocket::fuzzing::run("proxy", data);
+});

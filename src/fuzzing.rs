@@ -1,0 +1,444 @@
+//! Entry points for the fuzz targets in `fuzz/` (internal feature `_fuzz`; unstable, not
+//! covered by semver, not for use outside this repository).
+//!
+//! Each function runs one of the parsers jetsocket implements itself on arbitrary input, and
+//! checks the properties its callers rely on. A property that does not hold panics, which the
+//! fuzzer reports as a crash; so does any other panic.
+
+use std::io::{self, Read, Write};
+
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::WebSocket;
+
+use crate::error::Error;
+use crate::message::{CloseFrame, Message, Utf8Bytes};
+
+/// The `Sec-WebSocket-Key` of RFC 6455's example; the matching accept value is
+/// `s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`.
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Subprotocols a fuzz input can choose to offer (bit `i` of the selector offers the `i`th).
+pub const SUBPROTOCOLS: [&str; 3] = ["chat", "v2.json", "superchat"];
+
+/// The fuzz targets, as named in `fuzz/Cargo.toml` and `fuzz/seeds/`.
+pub const TARGETS: [&str; 6] = [
+    "url",
+    "handshake",
+    "proxy",
+    "connect_response",
+    "json",
+    "inbound",
+];
+
+/// Runs fuzz target `target` on one raw input, decoding it as `fuzz/README.md` describes.
+/// Returns `false` for an unknown target (or `json` without the `json` feature).
+pub fn run(target: &str, data: &[u8]) -> bool {
+    match target {
+        "url" => {
+            if let Ok(input) = std::str::from_utf8(data) {
+                url(input);
+            }
+        }
+        "handshake" => {
+            if let Some((&offer, response)) = data.split_first() {
+                handshake_response(offer, response);
+            }
+        }
+        "proxy" => {
+            let text = String::from_utf8_lossy(data);
+            let mut lines = text.splitn(3, '\n');
+            let url = lines.next().unwrap_or_default();
+            let no_proxy = lines.next().unwrap_or_default();
+            let host = lines.next().unwrap_or_default();
+            proxy(url, no_proxy, host);
+        }
+        "connect_response" => connect_response(data),
+        #[cfg(feature = "json")]
+        "json" => {
+            let mut parts = data.splitn(3, |&b| b == 0);
+            let path = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            let expected = String::from_utf8_lossy(parts.next().unwrap_or_default());
+            json(&path, &expected, parts.next().unwrap_or_default());
+        }
+        "inbound" => {
+            if let [mode, size, frames @ ..] = data {
+                let max_message = 64usize << (size & 15);
+                let max_frame = max_message >> ((size >> 4) & 3);
+                inbound(*mode, max_message, max_frame.max(1), frames);
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Parses `input` as a WebSocket URL.
+///
+/// Properties: an accepted URL has a host, a port other than 0 and a resource starting with
+/// `/`, and the URL rebuilt from its parts (with its `Host` header form) parses
+/// to the same target. Redacting never panics.
+pub fn url(input: &str) {
+    let _ = crate::url::redact(input);
+    let target = match crate::url::parse(input) {
+        Ok(t) => t,
+        Err(e) => {
+            assert!(
+                matches!(e, Error::InvalidUrl { .. }),
+                "parse failed with {e:?}"
+            );
+            let _ = e.to_string();
+            return;
+        }
+    };
+    assert!(!target.host.is_empty(), "{input:?}: empty host");
+    assert_ne!(target.port, 0, "{input:?}: port 0");
+    assert!(
+        target.resource.starts_with('/'),
+        "{input:?}: resource {:?}",
+        target.resource
+    );
+    let scheme = if target.tls { "wss" } else { "ws" };
+    let rebuilt = format!("{scheme}://{}{}", target.host_header(), target.resource);
+    match crate::url::parse(&rebuilt) {
+        Ok(again) => assert_eq!(again, target, "{input:?} rebuilt as {rebuilt:?}"),
+        Err(e) => panic!("{input:?} rebuilt as {rebuilt:?} no longer parses: {e}"),
+    }
+}
+
+/// Parses `response` as the server's answer to an upgrade request sent with [`KEY`],
+/// offering the [`SUBPROTOCOLS`] selected by the low bits of `offer`; when it is accepted,
+/// the bytes after the head go through the inbound path (as on a TLS connection, where they
+/// arrive together with the head).
+///
+/// Properties: only `Http` and `Handshake` errors; an accepted head lies within the input and
+/// names a subprotocol only if it was offered.
+pub fn handshake_response(offer: u8, response: &[u8]) {
+    let offered: Vec<String> = SUBPROTOCOLS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| offer & (1 << i) != 0)
+        .map(|(_, p)| (*p).to_owned())
+        .collect();
+    match crate::handshake::parse_response(response, KEY, &offered) {
+        Ok(None) => assert!(
+            response.len() < crate::handshake::MAX_RESPONSE_HEAD,
+            "an incomplete head of {} bytes was not rejected",
+            response.len()
+        ),
+        Ok(Some((accepted, head))) => {
+            assert!(head <= response.len(), "head {head} > {}", response.len());
+            if let Some(p) = &accepted.subprotocol {
+                assert!(offered.contains(p), "unoffered subprotocol {p:?} accepted");
+            }
+            run_inbound(
+                response[head..].to_vec(),
+                &response[head..],
+                offer >> 4,
+                1 << 16,
+                1 << 16,
+            );
+        }
+        Err(e) => {
+            assert!(
+                matches!(e, Error::Http { .. } | Error::Handshake(_)),
+                "unexpected error variant {e:?}"
+            );
+            let _ = (e.to_string(), e.is_fatal());
+        }
+    }
+}
+
+/// Parses `url` as a proxy URL, and checks `NO_PROXY` matching of `host` against
+/// `no_proxy`, then builds the `CONNECT` request for `host`.
+///
+/// Properties: `*` covers every host; a plain host name covers itself; a proxy error is
+/// `InvalidConfig`; the request is one well-formed head without the credentials in clear.
+pub fn proxy(url: &str, no_proxy: &str, host: &str) {
+    let _ = crate::proxy::bypasses(no_proxy, host);
+    assert!(crate::proxy::bypasses("*", host), "`*` must cover {host:?}");
+    let plain = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && host.chars().any(|c| c != '.');
+    if plain {
+        assert!(
+            crate::proxy::bypasses(host, host),
+            "NO_PROXY={host:?} must cover {host:?}"
+        );
+    }
+    let proxy = match crate::proxy::Proxy::new(url) {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(matches!(e, Error::InvalidConfig(_)), "{e:?}");
+            return;
+        }
+    };
+    let _ = format!("{proxy:?}");
+    let target = crate::url::parse(&format!("wss://{host}/"))
+        .unwrap_or_else(|_| crate::url::parse("wss://example.com/").expect("a valid URL"));
+    let request = proxy.connect_request(&target);
+    let text = std::str::from_utf8(&request).expect("the CONNECT request is ASCII");
+    assert!(text.starts_with("CONNECT "), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n"), "{text:?}");
+    assert_eq!(
+        text.matches("\r\n\r\n").count(),
+        1,
+        "the request must be one head: {text:?}"
+    );
+}
+
+/// Parses `response` as a proxy's answer to `CONNECT`.
+///
+/// Properties: the answer's length lies within the input; errors are `Proxy` or `Handshake`.
+pub fn connect_response(response: &[u8]) {
+    match crate::proxy::parse_connect_response(response) {
+        Ok(Some(n)) => assert!(n <= response.len(), "{n} > {}", response.len()),
+        Ok(None) => {}
+        Err(e) => {
+            assert!(
+                matches!(e, Error::Proxy { .. } | Error::Handshake(_)),
+                "unexpected error variant {e:?}"
+            );
+            let _ = (e.to_string(), e.is_fatal());
+        }
+    }
+}
+
+/// Runs the JSON sequence-id and pong-field extractors on `payload` (as a text message when
+/// it is UTF-8, and as a binary one).
+///
+/// Properties: a sequence id is only found in a JSON document; `field_equals` agrees with a
+/// plain reading of the documented rule (a string field compares with the string, any other
+/// field with its JSON text).
+#[cfg(feature = "json")]
+pub fn json(path: &str, expected: &str, payload: &[u8]) {
+    let mut messages = vec![Message::binary(payload.to_vec())];
+    if let Ok(text) = std::str::from_utf8(payload) {
+        messages.push(Message::text(text));
+    }
+    let parsed = serde_json::from_slice::<serde_json::Value>(payload).ok();
+    let reference = parsed.as_ref().is_some_and(|value| {
+        match path.split('.').try_fold(value, |v, key| v.get(key)) {
+            Some(serde_json::Value::String(s)) => s == expected,
+            Some(other) => {
+                let text = other.to_string();
+                text == expected
+            }
+            None => false,
+        }
+    });
+    for msg in &messages {
+        if crate::json::sequence_at(msg, path).is_some() {
+            assert!(parsed.is_some(), "a sequence id in a non-JSON message");
+        }
+        let got = crate::json::field_equals(msg, path, expected);
+        assert_eq!(
+            got,
+            reference,
+            "field_equals(path {path:?}, expected {expected:?}) on {:?}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+}
+
+/// Feeds `bytes`, as sent by a server after the handshake, through a client-side tungstenite
+/// `WebSocket` over an in-memory stream and converts everything it yields the way the I/O
+/// thread does: data messages into [`Message`]s, close frames into [`CloseFrame`]s, errors
+/// into [`Error`]s, and answers a protocol error with the close frame the engine would send.
+///
+/// `mode` shapes the stream: bits 0–1 pick the largest read (1, 7, 64 or 4096 bytes), bit 2
+/// makes every other read fail with `WouldBlock` (like a non-blocking socket), bit 3 hands the
+/// first bytes to tungstenite as already read (like the bytes behind a TLS handshake head).
+/// The size limits are those of [`Builder::max_message_size`](crate::Builder::max_message_size)
+/// and [`Builder::max_frame_size`](crate::Builder::max_frame_size).
+///
+/// Properties: nothing panics (nor loops without progress); no message exceeds the size limit.
+pub fn inbound(mode: u8, max_message_size: usize, max_frame_size: usize, bytes: &[u8]) {
+    let split = if mode & 8 != 0 { bytes.len() / 2 } else { 0 };
+    let max_frame_size = max_frame_size.min(max_message_size);
+    run_inbound(
+        bytes[..split].to_vec(),
+        &bytes[split..],
+        mode,
+        max_message_size,
+        max_frame_size,
+    );
+}
+
+/// An in-memory socket: reads come from the input (in pieces, with `WouldBlock`s if asked);
+/// writes are counted and discarded.
+struct Wire<'a> {
+    data: &'a [u8],
+    max_read: usize,
+    would_block: bool,
+    block_next: bool,
+    written: usize,
+}
+
+impl Read for Wire<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.would_block {
+            self.block_next = !self.block_next;
+            if self.block_next && !self.data.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+        let n = buf.len().min(self.max_read).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+impl Write for Wire<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn run_inbound(
+    already_read: Vec<u8>,
+    rest: &[u8],
+    mode: u8,
+    max_message_size: usize,
+    max_frame_size: usize,
+) {
+    let wire = Wire {
+        data: rest,
+        max_read: [1, 7, 64, 4096][usize::from(mode & 3)],
+        would_block: mode & 4 != 0,
+        block_next: false,
+        written: 0,
+    };
+    // As the builder configures it, with the smallest read buffer it allows (faster to fuzz).
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_frame_size))
+        .read_buffer_size(4096);
+    let mut ws = if already_read.is_empty() {
+        WebSocket::from_raw_socket(wire, Role::Client, Some(config))
+    } else {
+        WebSocket::from_partially_read(wire, already_read, Role::Client, Some(config))
+    };
+    // Every call consumes input or alternates with a WouldBlock, so this bound is never
+    // reached by a working parser; it only turns a livelock into a crash.
+    let mut budget = 4 * (rest.len() + 16);
+    loop {
+        budget = budget
+            .checked_sub(1)
+            .expect("the inbound path stopped making progress");
+        let msg = match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => Message::Text(Utf8Bytes::from_inner(t)),
+            Ok(tungstenite::Message::Binary(b)) => Message::Binary(b),
+            Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_)) => {
+                let _ = ws.flush();
+                continue;
+            }
+            Ok(tungstenite::Message::Frame(_)) => continue,
+            Ok(tungstenite::Message::Close(frame)) => {
+                let frame = frame.map(CloseFrame::from_tungstenite);
+                let err = Error::ConnectionClosed(frame);
+                let _ = (err.to_string(), err.is_fatal());
+                let _ = ws.flush();
+                return;
+            }
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                let err = Error::from(e);
+                let _ = (err.to_string(), err.is_fatal(), err.is_closed());
+                if let Some(code) = err.close_code() {
+                    let reason = truncate(&err.to_string(), 123).to_owned();
+                    let frame = CloseFrame::new(code, reason);
+                    let _ = ws.close(Some(frame.to_tungstenite()));
+                    let _ = ws.flush();
+                }
+                return;
+            }
+        };
+        assert!(
+            msg.len() <= max_message_size,
+            "a message of {} bytes passed the limit of {max_message_size}",
+            msg.len()
+        );
+        if msg.is_binary() {
+            let _ = msg.to_text();
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replays every input in `fuzz/seeds/` (starting inputs, and the inputs that once found a
+    /// bug) on stable Rust, without cargo-fuzz.
+    #[test]
+    fn seeds_replay_cleanly() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        let mut failures = Vec::new();
+        let mut count = 0;
+        for target in TARGETS {
+            let Ok(dir) = std::fs::read_dir(seeds.join(target)) else {
+                continue;
+            };
+            for entry in dir.flatten() {
+                let data = std::fs::read(entry.path()).expect("read a seed");
+                count += 1;
+                let outcome = std::panic::catch_unwind(|| run(target, &data));
+                if outcome.is_err() {
+                    failures.push(format!("{target}/{}", entry.file_name().to_string_lossy()));
+                }
+            }
+        }
+        assert!(count > 0, "no seeds under {}", seeds.display());
+        assert!(failures.is_empty(), "seeds that fail: {failures:?}");
+    }
+
+    #[test]
+    fn entry_points_accept_ordinary_input() {
+        url("ws://example.com:8080/feed?x=1");
+        url("wss://[::1]/");
+        url("not a url");
+        let accept = tungstenite::handshake::derive_accept_key(KEY.as_bytes());
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        response.extend_from_slice(b"\x81\x02hi\x88\x02\x03\xe8");
+        handshake_response(0, &response);
+        handshake_response(0xff, b"HTTP/1.1 404 Not Found\r\n\r\n");
+        proxy(
+            "http://user:pw@proxy:3128",
+            "localhost,.example.com",
+            "api.example.com",
+        );
+        connect_response(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        for mode in 0..16 {
+            inbound(
+                mode,
+                1024,
+                512,
+                b"\x81\x02hi\x82\x01\x00\x89\x00\x88\x02\x03\xe8",
+            );
+            inbound(mode, 1024, 512, b"\xc1\x01x");
+        }
+        #[cfg(feature = "json")]
+        json("data.seq", "7", br#"{"data":{"seq":7}}"#);
+    }
+}
