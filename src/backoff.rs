@@ -144,8 +144,10 @@ pub(crate) fn thread_jitter() -> Jitter {
 pub(crate) struct Backoff {
     config: BackoffConfig,
     jitter: Jitter,
-    /// Failed attempts since the last stable connection.
+    /// Attempts since the last stable connection (drives the delay).
     attempts: u32,
+    /// Failed attempts in a row (checked against `max_attempts`).
+    failures: u32,
     connected_at: Option<Instant>,
 }
 
@@ -155,6 +157,7 @@ impl Backoff {
             config,
             jitter,
             attempts: 0,
+            failures: 0,
             connected_at: None,
         }
     }
@@ -164,13 +167,18 @@ impl Backoff {
         self.attempts
     }
 
+    /// Failed attempts in a row.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Schedules the next attempt: its 1-based number and its delay, or `None` when
     /// `max_attempts` are used up.
     pub(crate) fn next_attempt(&mut self, now: Instant) -> Option<(u32, Duration)> {
         self.settle(now);
         self.connected_at = None;
         let max = self.config.max_attempts;
-        if max != 0 && self.attempts >= max {
+        if max != 0 && self.failures >= max {
             return None;
         }
         let delay = self.config.delay_for(self.attempts);
@@ -181,12 +189,14 @@ impl Backoff {
             delay
         };
         self.attempts += 1;
+        self.failures += 1;
         Some((self.attempts, delay))
     }
 
     /// Records a successful connection; the counter resets once it has lasted `reset_after`.
     pub(crate) fn connected(&mut self, now: Instant) {
         self.connected_at = Some(now);
+        self.failures = 0;
         if self.config.reset_after.is_zero() {
             self.attempts = 0;
         }
@@ -194,7 +204,10 @@ impl Backoff {
 
     /// Resets the counter if the current connection has been up long enough.
     pub(crate) fn settle(&mut self, now: Instant) {
-        if let Some(deadline) = self.connected_at.map(|t| t + self.config.reset_after) {
+        if let Some(deadline) = self
+            .connected_at
+            .map(|t| crate::later(t, self.config.reset_after))
+        {
             if now >= deadline {
                 self.attempts = 0;
             }

@@ -747,7 +747,7 @@ impl SyncWebSocket {
     /// [`Error::Timeout`] ([`Timeout::Send`]) if the queue stayed full;
     /// [`Error::AlreadyClosed`] once closed.
     pub fn send_timeout(&self, msg: impl Into<Message>, timeout: Duration) -> Result<()> {
-        self.send_deadline(msg, Instant::now() + timeout)
+        self.send_deadline(msg, crate::later(Instant::now(), timeout))
     }
 
     /// Queues a message, waiting until `deadline` at most for room.
@@ -818,7 +818,7 @@ impl SyncWebSocket {
     /// [`Error::Timeout`] ([`Timeout::Recv`]) if nothing arrived in time; otherwise as
     /// [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message> {
-        self.recv_deadline(Instant::now() + timeout)
+        self.recv_deadline(crate::later(Instant::now(), timeout))
     }
 
     /// Takes the next message, waiting until `deadline` at most.

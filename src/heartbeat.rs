@@ -185,7 +185,7 @@ impl Heartbeat {
 
     /// A connection opened at `now`: the first ping is due one interval later.
     pub(crate) fn start(&mut self, now: Instant) {
-        self.next_ping = Some(now + self.interval);
+        self.next_ping = Some(crate::later(now, self.interval));
         self.outstanding = None;
     }
 
@@ -198,14 +198,14 @@ impl Heartbeat {
     /// The next instant at which [`poll`](Self::poll) has something to do.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.outstanding {
-            Some(sent) => Some(sent + self.timeout),
+            Some(sent) => Some(crate::later(sent, self.timeout)),
             None => self.next_ping,
         }
     }
 
     pub(crate) fn poll(&mut self, now: Instant) -> Beat {
         if let Some(sent) = self.outstanding {
-            return if now >= sent + self.timeout {
+            return if now >= crate::later(sent, self.timeout) {
                 Beat::Dead
             } else {
                 Beat::Idle
@@ -233,7 +233,7 @@ impl Heartbeat {
     /// schedules the next ping.
     pub(crate) fn pong(&mut self, now: Instant) -> Option<Duration> {
         let sent = self.outstanding.take()?;
-        self.next_ping = Some(sent + self.interval);
+        self.next_ping = Some(crate::later(sent, self.interval));
         Some(now.saturating_duration_since(sent))
     }
 }

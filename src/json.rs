@@ -50,13 +50,12 @@ pub(crate) fn sequence_at(msg: &Message, path: &str) -> Option<u64> {
 /// Whether the field at `path` of a JSON message equals `expected` (a string field compares
 /// with the string, any other with its JSON text).
 pub(crate) fn field_equals(msg: &Message, path: &str, expected: &str) -> bool {
-    // Cheap pre-check: most messages are not pongs, so skip the parse when the value is
-    // nowhere in the text.
-    if !msg
-        .as_bytes()
-        .windows(expected.len().max(1))
-        .any(|w| w == expected.as_bytes())
-    {
+    // Cheap pre-check: most messages are not pongs. The key must appear literally unless
+    // the text uses escapes, so skip the parse when it does not.
+    let raw = msg.as_bytes();
+    let key = path.rsplit('.').next().unwrap_or(path);
+    let needle = format!("\"{key}\"");
+    if !raw.contains(&b'\\') && !raw.windows(needle.len()).any(|w| w == needle.as_bytes()) {
         return false;
     }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(msg.as_bytes()) else {

@@ -75,7 +75,7 @@ mod backoff;
 mod buffer;
 mod client;
 mod config;
-#[cfg(feature = "deflate")]
+#[cfg(feature = "_deflate")]
 mod deflate;
 mod doc_server;
 mod error;
@@ -99,6 +99,13 @@ mod state;
 mod stats;
 mod tls;
 mod url;
+
+/// `at + d`, saturating far in the future instead of overflowing for huge durations.
+pub(crate) fn later(at: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(std::time::Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(at)
+}
 
 pub use backoff::BackoffConfig;
 pub use buffer::{BufferConfig, OverflowPolicy};

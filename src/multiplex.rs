@@ -1018,7 +1018,7 @@ impl Subscription {
     /// [`Error::Timeout`] ([`Timeout::Recv`]) if nothing arrived in time; otherwise as
     /// [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message> {
-        self.pop(Some(Instant::now() + timeout))
+        self.pop(Some(crate::later(Instant::now(), timeout)))
     }
 
     /// Takes the next message, waiting until `deadline` at most.

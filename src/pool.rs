@@ -260,7 +260,7 @@ impl PoolShared {
             let mut freed = self.evict_expired(&mut st, now);
             if now >= st.next_health_check {
                 freed |= self.check_idle_health(&mut st);
-                st.next_health_check = now + self.config.health_check_interval;
+                st.next_health_check = crate::later(now, self.config.health_check_interval);
             }
             if freed {
                 // Slots are free again.
@@ -283,9 +283,10 @@ impl PoolShared {
                     self.maintain.wait(&mut st);
                     st.maintainer_parked = false;
                     // Health checks are due one interval after something became idle.
-                    st.next_health_check = st
-                        .next_health_check
-                        .max(Instant::now() + self.config.health_check_interval);
+                    st.next_health_check = st.next_health_check.max(crate::later(
+                        Instant::now(),
+                        self.config.health_check_interval,
+                    ));
                 }
             }
         }
@@ -539,7 +540,7 @@ impl ConnectionPool {
                 closing: Vec::new(),
                 closed: false,
                 next_id: 1,
-                next_health_check: Instant::now() + config.health_check_interval,
+                next_health_check: crate::later(Instant::now(), config.health_check_interval),
                 maintainer: None,
                 maintainer_parked: false,
             }),

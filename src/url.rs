@@ -104,6 +104,9 @@ fn split_host_port(authority: &str) -> std::result::Result<(String, Option<u16>)
         (host, port)
     } else {
         match authority.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err("an IPv6 address must be in brackets; a host name has no colon")
+            }
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         }

@@ -10,7 +10,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::error::{Error, Result};
-use crate::handshake::{self, Accepted, MAX_RESPONSE_HEAD};
+use crate::handshake::{self, Accepted};
 use crate::io::stream::Stream;
 use crate::proxy::{self, Proxy};
 use crate::tls::Connector;
@@ -292,8 +292,8 @@ impl Attempt {
             #[allow(irrefutable_let_patterns)]
             // On plain TCP, peek first so that nothing past the response head is consumed:
             // the frames behind it stay in the socket for tungstenite's own read buffer.
-            if let Stream::Plain(tcp) = &stream {
-                let mut peek = vec![0; MAX_RESPONSE_HEAD];
+            if let Stream::Plain(tcp) = &mut stream {
+                let mut peek = [0u8; 4096];
                 let n = match tcp.peek(&mut peek) {
                     Ok(0) => return Err(closed_during_handshake()),
                     Ok(n) => n,
@@ -303,20 +303,19 @@ impl Attempt {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e.into()),
                 };
-                match handshake::parse_response(&peek[..n], &self.key, &self.subprotocols)? {
-                    None if n == buf.len() => {
-                        // Nothing new since the last peek: wait for more bytes.
-                        return Ok(Step::Wait(Stage::Response { stream, buf }));
-                    }
+                let mut head_so_far = buf.clone();
+                head_so_far.extend_from_slice(&peek[..n]);
+                match handshake::parse_response(&head_so_far, &self.key, &self.subprotocols)? {
                     None => {
-                        buf.clear();
+                        // Every byte seen so far belongs to the head: consume it, so that a
+                        // later peek of 0 bytes reveals a peer that hung up mid-head.
+                        tcp.read_exact(&mut peek[..n])?;
                         buf.extend_from_slice(&peek[..n]);
-                        // Edge-triggered readiness fires again only for new bytes.
-                        return Ok(Step::Wait(Stage::Response { stream, buf }));
+                        continue;
                     }
                     Some((accepted, head)) => {
-                        let mut sink = vec![0; head];
-                        stream.read_exact(&mut sink)?;
+                        let rest = head.saturating_sub(buf.len());
+                        tcp.read_exact(&mut peek[..rest])?;
                         return Ok(Step::Done(Established {
                             stream,
                             leftover: Vec::new(),

@@ -209,7 +209,7 @@ impl Engine {
                 }
                 self.phase = Phase::Closing {
                     conn,
-                    deadline: Instant::now() + self.settings.close_timeout,
+                    deadline: crate::later(Instant::now(), self.settings.close_timeout),
                     ending: Ending::User(frame),
                     awaiting_reply: true,
                 };
@@ -293,7 +293,7 @@ impl Engine {
                 let _ = flush(&mut conn);
                 self.phase = Phase::Closing {
                     conn,
-                    deadline: now + self.settings.close_timeout,
+                    deadline: crate::later(now, self.settings.close_timeout),
                     ending: Ending::MaxAge,
                     awaiting_reply: true,
                 };
@@ -391,7 +391,9 @@ impl Engine {
     /// close frame or end of stream completes the handshake.
     fn read_batch(&mut self, conn: &mut Conn, closing: bool) -> Option<Ending> {
         let mut budget = MAX_BATCH;
-        if self.shared.inbound.policy == OverflowPolicy::Block {
+        // While closing, the peer's close frame may sit behind messages: read on regardless
+        // of the Block policy (the close timeout bounds how much).
+        if self.shared.inbound.policy == OverflowPolicy::Block && !closing {
             budget = budget.min(self.shared.inbound.free());
             if budget == 0 {
                 self.pause_reading(conn);
@@ -427,8 +429,19 @@ impl Engine {
                     continue;
                 }
                 Ok(tungstenite::Message::Close(frame)) => {
-                    let frame = frame.map(CloseFrame::from_tungstenite);
-                    ending = Some(Ending::Peer(frame));
+                    // tungstenite answers a close frame carrying an invalid code with 1002
+                    // "Protocol violation" and hands us that: report the violation.
+                    let invalid = frame.as_ref().is_some_and(|f| {
+                        f.code == tungstenite::protocol::frame::coding::CloseCode::Protocol
+                            && f.reason.as_str() == "Protocol violation"
+                    });
+                    ending = Some(if invalid {
+                        Ending::Failure(Error::Protocol(
+                            "the peer sent a close frame with an invalid code".into(),
+                        ))
+                    } else {
+                        Ending::Peer(frame.map(CloseFrame::from_tungstenite))
+                    });
                     break;
                 }
                 Ok(tungstenite::Message::Frame(_)) => continue,
@@ -565,7 +578,11 @@ impl Engine {
                 let more_to_read = conn.readable && !conn.read_paused;
                 (more_to_read, conn.writable, conn.read_paused)
             }
-            Phase::Closing { conn, .. } => (conn.readable, false, false),
+            Phase::Closing {
+                conn,
+                awaiting_reply,
+                ..
+            } => (conn.readable && *awaiting_reply, false, false),
             _ => (false, false, false),
         };
         let mut timeout = self
@@ -662,7 +679,7 @@ impl Engine {
             tls: self.settings.tls.as_ref(),
             nodelay: self.settings.nodelay,
             proxy: self.settings.proxy.as_ref(),
-            deadline: Instant::now() + self.settings.connect_timeout,
+            deadline: crate::later(Instant::now(), self.settings.connect_timeout),
         };
         log::debug!(
             "[{}] connecting to {} (attempt {})",
@@ -706,7 +723,7 @@ impl Engine {
             max_age_at: self
                 .settings
                 .max_connection_age
-                .map(|age| Instant::now() + age),
+                .map(|age| crate::later(Instant::now(), age)),
         });
         let reconnect = self.was_connected;
         if let Err(e) = self.run_open_hooks(&mut conn, &accepted, reconnect) {
@@ -723,17 +740,12 @@ impl Engine {
         });
         if reconnect {
             Counters::add(&self.shared.counters.reconnects, 1);
-            let attempts = if self.immediate {
-                1
-            } else {
-                self.backoff.attempts().max(1)
-            };
+            let attempts = self.backoff.attempts().max(1);
             let downtime = self.down_since.map_or(Duration::ZERO, |t| now - t);
             self.shared
                 .events
                 .emit(Event::Reconnected { attempts, downtime });
         }
-        self.immediate = false;
         self.was_connected = true;
         self.down_since = None;
         self.backoff.connected(now);
@@ -792,13 +804,14 @@ impl Engine {
     fn attempt_failed(&mut self, error: Error) {
         log::warn!("[{}] connection attempt failed: {error}", self.shared.name);
         self.shared.events.emit(Event::Error(error.clone()));
-        for waiter in self.connect_waiters.drain(..) {
-            let _ = waiter.send(Err(error.clone()));
-        }
         if error.is_fatal() || !self.settings.reconnect {
+            // Answers the connect waiters once the state is final.
             self.terminate(State::Failed, error, None);
         } else {
             self.set_state(State::Reconnecting);
+            for waiter in self.connect_waiters.drain(..) {
+                let _ = waiter.send(Err(error.clone()));
+            }
             self.schedule_attempt(error);
         }
     }
@@ -807,14 +820,14 @@ impl Engine {
     fn schedule_attempt(&mut self, last: Error) {
         let now = Instant::now();
         self.down_since.get_or_insert(now);
-        let (attempt, delay) = if self.immediate {
+        let (attempt, delay) = if std::mem::take(&mut self.immediate) {
             (1, Duration::ZERO)
         } else {
             match self.backoff.next_attempt(now) {
                 Some(next) => next,
                 None => {
                     let err = Error::RetriesExhausted {
-                        attempts: self.backoff.attempts(),
+                        attempts: self.backoff.failures(),
                         last: Box::new(last),
                     };
                     self.shared.events.emit(Event::Error(err.clone()));
@@ -827,7 +840,7 @@ impl Engine {
             .events
             .emit(Event::Reconnecting { attempt, delay });
         self.set_state(State::BackingOff);
-        self.phase = Phase::BackingOff(now + delay);
+        self.phase = Phase::BackingOff(crate::later(now, delay));
     }
 
     // ----- endings --------------------------------------------------------------------
@@ -840,7 +853,7 @@ impl Engine {
                 Ok(false) => {
                     self.phase = Phase::Closing {
                         conn,
-                        deadline: Instant::now() + self.settings.close_timeout,
+                        deadline: crate::later(Instant::now(), self.settings.close_timeout),
                         ending,
                         awaiting_reply: false,
                     };
