@@ -64,7 +64,8 @@
 //!
 //! * `native-tls` (default): `wss://` through the platform's TLS library.
 //! * `native-tls-vendored`: the same with OpenSSL built from source.
-//! * `json`: typed JSON messages (`send_json`, `recv_json`).
+//! * `json`: typed JSON messages (`send_json`, `recv_json`, `typed`), JSON heartbeats and
+//!   sequence fields, and `MultiplexBuilder::channel_key`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 #![warn(rust_2018_idioms, unreachable_pub)]
