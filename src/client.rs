@@ -288,7 +288,6 @@ impl Builder {
     }
 
     /// Installs the I/O-thread message router (multiplexing). Crate-internal.
-    #[allow(dead_code)] // used by the multiplexer, which is being added
     pub(crate) fn router(mut self, router: Router) -> Self {
         self.router = Some(router);
         self

@@ -288,10 +288,10 @@ impl Attempt {
 
     fn read_response(&mut self, mut stream: Stream, mut buf: Vec<u8>) -> Result<Step> {
         loop {
-            // Without TLS support every stream is plain.
-            #[allow(irrefutable_let_patterns)]
             // On plain TCP, peek first so that nothing past the response head is consumed:
             // the frames behind it stay in the socket for tungstenite's own read buffer.
+            // (Without TLS support every stream is plain, hence the allow.)
+            #[allow(irrefutable_let_patterns)]
             if let Stream::Plain(tcp) = &mut stream {
                 let mut peek = [0u8; 4096];
                 let n = match tcp.peek(&mut peek) {
