@@ -15,6 +15,7 @@ use crate::config::{
     check_header, redacted_headers, HeaderProvider, OpenHook, Router, SendFullPolicy,
     SendQueueConfig, SequenceExtractor, Settings,
 };
+use crate::deflate::DeflateConfig;
 use crate::error::{Error, Result, Timeout};
 use crate::event::{Event, EventKind, Handler};
 use crate::heartbeat::HeartbeatConfig;
@@ -69,6 +70,8 @@ pub struct Builder {
     read_buffer_size: usize,
     tls: TlsConfig,
     nodelay: bool,
+    compression: bool,
+    deflate: DeflateConfig,
     proxy: Option<String>,
     proxy_from_env: bool,
     reconnect: bool,
@@ -96,6 +99,13 @@ impl fmt::Debug for Builder {
             .field("max_frame_size", &self.max_frame_size)
             .field("tls", &self.tls)
             .field("nodelay", &self.nodelay)
+            .field("compression", &self.compression)
+            .field("compression_threshold", &self.deflate.threshold)
+            .field("compression_level", &self.deflate.level)
+            .field(
+                "compression_no_context_takeover",
+                &self.deflate.no_context_takeover,
+            )
             .field(
                 "proxy",
                 &self
@@ -130,6 +140,8 @@ impl Builder {
             read_buffer_size: 128 * 1024,
             tls: TlsConfig::default(),
             nodelay: true,
+            compression: cfg!(feature = "deflate"),
+            deflate: DeflateConfig::default(),
             proxy: None,
             proxy_from_env: false,
             reconnect: true,
@@ -213,6 +225,62 @@ impl Builder {
     /// Sets TCP_NODELAY (no Nagle delay on small messages). Defaults to `true`.
     pub fn nodelay(mut self, nodelay: bool) -> Self {
         self.nodelay = nodelay;
+        self
+    }
+
+    /// Offers permessage-deflate compression (RFC 7692) in every handshake. When the server
+    /// accepts, outgoing messages of at least [`compression_threshold`](Self::compression_threshold)
+    /// bytes are compressed and compressed incoming messages are inflated, within
+    /// [`max_message_size`](Self::max_message_size) (a message that would inflate past it is
+    /// refused with [`Error::MessageTooLarge`] before it is inflated). A server that declines
+    /// gets plain frames. [`Stats::compression`](crate::Stats) counts the bytes saved.
+    ///
+    /// Defaults to `true` with the `deflate` feature (a default feature); `true` without the
+    /// feature is an [`Error::InvalidConfig`] when the connection is built.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use jetsocket::SyncWebSocket;
+    /// # let server = jetsocket::__doc_server();
+    /// # let url = server.url();
+    /// let ws = SyncWebSocket::builder(&url)
+    ///     .compression(true)
+    ///     .compression_threshold(256)
+    ///     .connect()?;
+    /// ws.send_text("x".repeat(10_000))?;
+    /// assert_eq!(ws.recv()?.as_text().map(str::len), Some(10_000));
+    /// // Whether the server took the offer: the test server here does not.
+    /// let compression = ws.stats().compression;
+    /// assert!(!compression.active);
+    /// ws.close()?;
+    /// # Ok::<(), jetsocket::Error>(())
+    /// ```
+    pub fn compression(mut self, enable: bool) -> Self {
+        self.compression = enable;
+        self
+    }
+
+    /// Outgoing messages smaller than this many bytes are sent uncompressed (deflate barely
+    /// shrinks them, and costs CPU). `0` compresses every message. Defaults to 128.
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.deflate.threshold = bytes;
+        self
+    }
+
+    /// The compression level, from 0 (store only) to 9 (smallest output, most CPU).
+    /// Defaults to 6. Checked when the connection is built.
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.deflate.level = level;
+        self
+    }
+
+    /// Asks the server to compress every message on its own (`server_no_context_takeover`,
+    /// `client_no_context_takeover`): a worse ratio on repetitive streams, but no history
+    /// shared between messages. A server that accepts compression without agreeing fails the
+    /// handshake, as RFC 7692 requires. Defaults to `false`.
+    pub fn compression_no_context_takeover(mut self, enable: bool) -> Self {
+        self.deflate.no_context_takeover = enable;
         self
     }
 
@@ -337,6 +405,10 @@ impl Builder {
             max_frame_size: self.max_frame_size,
             read_buffer_size: self.read_buffer_size,
             nodelay: self.nodelay,
+            compression: self.compression,
+            compression_threshold: self.deflate.threshold,
+            compression_level: self.deflate.level,
+            compression_no_context_takeover: self.deflate.no_context_takeover,
             reconnect: self.reconnect,
             backoff: self.backoff,
             heartbeat: self.heartbeat.clone(),
@@ -368,6 +440,17 @@ impl Builder {
             return Err(Error::config(format!(
                 "max_frame_size ({}) must not exceed max_message_size ({})",
                 self.max_frame_size, self.max_message_size
+            )));
+        }
+        if self.compression && !cfg!(feature = "deflate") {
+            return Err(Error::config(
+                "compression needs the `deflate` feature of jetsocket",
+            ));
+        }
+        if self.deflate.level > 9 {
+            return Err(Error::config(format!(
+                "compression_level must be 0 to 9, got {}",
+                self.deflate.level
             )));
         }
         if self.read_buffer_size < 4096 {
@@ -433,6 +516,11 @@ impl Builder {
             ws_config,
             tls,
             nodelay: self.nodelay,
+            deflate: self.compression.then_some(DeflateConfig {
+                max_message_size: Some(self.max_message_size),
+                max_frame_size: Some(self.max_frame_size),
+                ..self.deflate
+            }),
             proxy,
             reconnect: self.reconnect,
             backoff: self.backoff,
@@ -513,6 +601,14 @@ pub struct ConnectOptions {
     pub read_buffer_size: usize,
     /// See [`Builder::nodelay`].
     pub nodelay: bool,
+    /// See [`Builder::compression`].
+    pub compression: bool,
+    /// See [`Builder::compression_threshold`].
+    pub compression_threshold: usize,
+    /// See [`Builder::compression_level`].
+    pub compression_level: u32,
+    /// See [`Builder::compression_no_context_takeover`].
+    pub compression_no_context_takeover: bool,
     /// See [`Builder::reconnect`].
     pub reconnect: bool,
     /// See [`Builder::backoff`].
@@ -956,6 +1052,7 @@ impl SyncWebSocket {
             send_queued: self.inner.data_tx.len(),
             events_dropped: s.events.dropped(),
             parse_failures: Counters::get(&c.parse_failures),
+            compression: c.compression(),
         }
     }
 

@@ -108,6 +108,8 @@ pub(crate) struct Settings {
     pub(crate) ws_config: tungstenite::protocol::WebSocketConfig,
     pub(crate) tls: Option<Connector>,
     pub(crate) nodelay: bool,
+    /// Offer permessage-deflate with these settings; `None` when compression is off.
+    pub(crate) deflate: Option<crate::deflate::DeflateConfig>,
     pub(crate) proxy: Option<crate::proxy::Proxy>,
     pub(crate) reconnect: bool,
     pub(crate) backoff: BackoffConfig,
@@ -129,6 +131,7 @@ impl fmt::Debug for Settings {
             .field("subprotocols", &self.subprotocols)
             .field("connect_timeout", &self.connect_timeout)
             .field("close_timeout", &self.close_timeout)
+            .field("deflate", &self.deflate)
             .field("proxy", &self.proxy)
             .field("reconnect", &self.reconnect)
             .field("backoff", &self.backoff)
@@ -159,19 +162,22 @@ pub(crate) fn check_header(name: &str, value: &str) -> Result<()> {
             "the value of header {name:?} contains a line break or NUL"
         )));
     }
-    const RESERVED: [&str; 6] = [
+    const RESERVED: [&str; 7] = [
         "host",
         "connection",
         "upgrade",
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-protocol",
+        "sec-websocket-extensions",
     ];
     if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
         return Err(Error::config(format!(
             "header {name:?} is set by the handshake itself{}",
             if name.eq_ignore_ascii_case("sec-websocket-protocol") {
                 "; use Builder::subprotocol"
+            } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+                "; use Builder::compression"
             } else {
                 ""
             }

@@ -187,6 +187,8 @@ pub enum Error {
 }
 
 const INVALID_UTF8: &str = "invalid UTF-8 in a text message";
+/// How a message that does not inflate is reported; it is answered with close code 1007.
+const INVALID_DEFLATE: &str = "invalid compressed message";
 
 /// HTTP statuses that mean "do not try again": the credentials or the path are wrong.
 const FATAL_HTTP: [u16; 4] = [401, 403, 404, 410];
@@ -251,10 +253,15 @@ impl Error {
     }
 
     /// The close code to send when this error ends a connection on our side: 1002 for a
-    /// protocol violation, 1007 for invalid UTF-8, 1009 for a message that is too big.
+    /// protocol violation, 1007 for invalid UTF-8 or compressed data, 1009 for a message that
+    /// is too big.
     pub(crate) fn close_code(&self) -> Option<CloseCode> {
         match self {
-            Error::Protocol(text) if text.starts_with(INVALID_UTF8) => Some(CloseCode::INVALID),
+            Error::Protocol(text)
+                if text.starts_with(INVALID_UTF8) || text.starts_with(INVALID_DEFLATE) =>
+            {
+                Some(CloseCode::INVALID)
+            }
             Error::Protocol(_) => Some(CloseCode::PROTOCOL),
             Error::MessageTooLarge(_) => Some(CloseCode::SIZE),
             _ => None,
@@ -285,7 +292,12 @@ impl From<tungstenite::Error> for Error {
         use tungstenite::Error as T;
         match e {
             T::ConnectionClosed | T::AlreadyClosed => Error::ConnectionClosed(None),
-            T::Io(io) => Error::Io(Arc::new(io)),
+            T::Io(io) => match crate::deflate::close_code_of(&io) {
+                Some((1009, reason)) => Error::MessageTooLarge(reason),
+                Some((1007, reason)) => Error::Protocol(format!("{INVALID_DEFLATE}: {reason}")),
+                Some((_, reason)) => Error::Protocol(reason),
+                None => Error::Io(Arc::new(io)),
+            },
             T::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
                 Error::MessageTooLarge(format!("{size} bytes, limit {max_size}"))
             }

@@ -106,20 +106,25 @@ pub fn url(input: &str) {
 }
 
 /// Parses `response` as the server's answer to an upgrade request sent with [`KEY`],
-/// offering the [`SUBPROTOCOLS`] selected by the low bits of `offer`; when it is accepted,
+/// offering the [`SUBPROTOCOLS`] selected by the low bits of `offer` and permessage-deflate
+/// when bit 3 is set (with no context takeover when bit 4 is set too); when it is accepted,
 /// the bytes after the head go through the inbound path (as on a TLS connection, where they
 /// arrive together with the head).
 ///
 /// Properties: only `Http` and `Handshake` errors; an accepted head lies within the input and
-/// names a subprotocol only if it was offered.
+/// names a subprotocol or compression only if it was offered.
 pub fn handshake_response(offer: u8, response: &[u8]) {
+    let deflate = (offer & 0b1000 != 0).then(|| crate::deflate::DeflateConfig {
+        no_context_takeover: offer & 0b1_0000 != 0,
+        ..Default::default()
+    });
     let offered: Vec<String> = SUBPROTOCOLS
         .iter()
         .enumerate()
         .filter(|(i, _)| offer & (1 << i) != 0)
         .map(|(_, p)| (*p).to_owned())
         .collect();
-    match crate::handshake::parse_response(response, KEY, &offered) {
+    match crate::handshake::parse_response(response, KEY, &offered, deflate.as_ref()) {
         Ok(None) => assert!(
             response.len() < crate::handshake::MAX_RESPONSE_HEAD,
             "an incomplete head of {} bytes was not rejected",
@@ -129,6 +134,14 @@ pub fn handshake_response(offer: u8, response: &[u8]) {
             assert!(head <= response.len(), "head {head} > {}", response.len());
             if let Some(p) = &accepted.subprotocol {
                 assert!(offered.contains(p), "unoffered subprotocol {p:?} accepted");
+            }
+            if let Some(n) = accepted.deflate {
+                let config = deflate.expect("compression accepted without an offer");
+                assert!(
+                    !config.no_context_takeover
+                        || (n.server_no_context_takeover && n.client_no_context_takeover),
+                    "no_context_takeover requested but {n:?} accepted"
+                );
             }
             run_inbound(
                 response[head..].to_vec(),

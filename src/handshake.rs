@@ -1,6 +1,7 @@
 //! The HTTP/1.1 upgrade request and the checks on the server's answer. Pure logic, so the
 //! engine can drive the handshake over a non-blocking socket without reading past its end.
 
+use crate::deflate::{self, DeflateConfig, Negotiated};
 use crate::error::{Error, Result};
 use crate::url::Target;
 
@@ -13,6 +14,8 @@ const MAX_HEADERS: usize = 64;
 pub(crate) struct Accepted {
     pub(crate) subprotocol: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
+    /// permessage-deflate, if offered and accepted.
+    pub(crate) deflate: Option<Negotiated>,
 }
 
 /// A fresh random `Sec-WebSocket-Key`.
@@ -20,12 +23,13 @@ pub(crate) fn generate_key() -> String {
     tungstenite::handshake::client::generate_key()
 }
 
-/// The upgrade request bytes.
+/// The upgrade request bytes; `deflate` offers permessage-deflate with those settings.
 pub(crate) fn request(
     target: &Target,
     key: &str,
     headers: &[(String, String)],
     subprotocols: &[String],
+    deflate: Option<&DeflateConfig>,
 ) -> Vec<u8> {
     let mut req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -36,6 +40,11 @@ pub(crate) fn request(
     if !subprotocols.is_empty() {
         req.push_str("Sec-WebSocket-Protocol: ");
         req.push_str(&subprotocols.join(", "));
+        req.push_str("\r\n");
+    }
+    if let Some(config) = deflate {
+        req.push_str("Sec-WebSocket-Extensions: ");
+        req.push_str(&deflate::offer(config));
         req.push_str("\r\n");
     }
     for (name, value) in headers {
@@ -55,11 +64,13 @@ pub(crate) fn request(
 ///
 /// [`Error::Http`] for a status other than 101 (with the start of the body, if it is in
 /// `buf`); [`Error::Handshake`] for garbage, missing upgrade headers, a wrong accept key, an
-/// unoffered subprotocol or extension, or a head larger than [`MAX_RESPONSE_HEAD`].
+/// unoffered subprotocol or extension, an extension answer that breaks RFC 7692, or a head
+/// larger than [`MAX_RESPONSE_HEAD`].
 pub(crate) fn parse_response(
     buf: &[u8],
     key: &str,
     subprotocols: &[String],
+    deflate: Option<&DeflateConfig>,
 ) -> Result<Option<(Accepted, usize)>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
@@ -122,11 +133,24 @@ pub(crate) fn parse_response(
             )));
         }
     }
-    if let Some(ext) = header("Sec-WebSocket-Extensions").filter(|e| !e.is_empty()) {
-        return Err(Error::Handshake(format!(
-            "server enabled extension {ext:?}, which was not offered"
-        )));
-    }
+    // The header may be repeated; its values then form one list (RFC 7230 §3.2.2).
+    let extensions = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let deflate = match (extensions.is_empty(), deflate) {
+        (true, _) => None,
+        (false, Some(config)) => Some(deflate::accept(&extensions, config)?),
+        (false, None) => {
+            return Err(Error::Handshake(format!(
+                "server enabled extension {extensions:?}, which was not offered"
+            )))
+        }
+    };
     let headers = resp
         .headers
         .iter()
@@ -141,6 +165,7 @@ pub(crate) fn parse_response(
         Accepted {
             subprotocol,
             headers,
+            deflate,
         },
         head_len,
     )))
@@ -174,6 +199,7 @@ mod tests {
             "abc",
             &[("Authorization".into(), "Bearer t".into())],
             &["v1".into(), "v2".into()],
+            None,
         );
         let req = String::from_utf8(req).unwrap();
         assert!(req.starts_with("GET /feed?x=1 HTTP/1.1\r\nHost: example.com:8080\r\n"));
@@ -181,6 +207,42 @@ mod tests {
         assert!(req.contains("Sec-WebSocket-Protocol: v1, v2\r\n"));
         assert!(req.contains("Authorization: Bearer t\r\n"));
         assert!(req.ends_with("\r\n\r\n"));
+        assert!(!req.contains("Sec-WebSocket-Extensions"));
+    }
+
+    #[test]
+    fn request_offers_deflate_when_configured() {
+        let req = request(&target(), "abc", &[], &[], Some(&DeflateConfig::default()));
+        let req = String::from_utf8(req).unwrap();
+        assert!(req
+            .contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
+    }
+
+    #[test]
+    fn deflate_answer_is_negotiated_or_rejected() {
+        let key = generate_key();
+        let config = DeflateConfig::default();
+        let parse =
+            |extra: &str| parse_response(&ok_response(&key, extra), &key, &[], Some(&config));
+        let (acc, _) = parse("").unwrap().unwrap();
+        assert_eq!(acc.deflate, None, "no header: the server declined");
+        let (acc, _) = parse(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\
+             Sec-WebSocket-Extensions: \r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let n = acc.deflate.unwrap();
+        assert!(n.server_no_context_takeover);
+        assert!(!n.client_no_context_takeover);
+        // Two answers, split over repeated headers, are one list of two extensions.
+        let two = "Sec-WebSocket-Extensions: permessage-deflate\r\n\
+                   Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        assert!(matches!(parse(two), Err(Error::Handshake(_))));
+        assert!(matches!(
+            parse("Sec-WebSocket-Extensions: x-webkit-deflate-frame\r\n"),
+            Err(Error::Handshake(_))
+        ));
     }
 
     #[test]
@@ -189,7 +251,7 @@ mod tests {
         let mut resp = ok_response(&key, "Sec-WebSocket-Protocol: v2\r\n");
         let head = resp.len();
         resp.extend_from_slice(b"\x81\x02hi");
-        let (acc, n) = parse_response(&resp, &key, &["v1".into(), "v2".into()])
+        let (acc, n) = parse_response(&resp, &key, &["v1".into(), "v2".into()], None)
             .unwrap()
             .unwrap();
         assert_eq!(n, head);
@@ -200,13 +262,13 @@ mod tests {
     fn partial_response_asks_for_more() {
         let key = generate_key();
         let resp = ok_response(&key, "");
-        assert_eq!(parse_response(&resp[..20], &key, &[]).unwrap(), None);
+        assert_eq!(parse_response(&resp[..20], &key, &[], None).unwrap(), None);
     }
 
     #[test]
     fn rejects_bad_responses() {
         let key = generate_key();
-        let err = |buf: &[u8]| parse_response(buf, &key, &[]).unwrap_err();
+        let err = |buf: &[u8]| parse_response(buf, &key, &[], None).unwrap_err();
         assert!(matches!(
             err(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope"),
             Error::Http { status: 401, ref body } if body == "nope"
@@ -233,7 +295,7 @@ mod tests {
             buf.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaa\r\n");
         }
         assert!(matches!(
-            parse_response(&buf, &key, &[]),
+            parse_response(&buf, &key, &[], None),
             Err(Error::Handshake(_))
         ));
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::ReplayHook;
 use crate::error::Result;
-use crate::io::stream::Stream;
+use crate::io::stream::Transport;
 use crate::message::Message;
 use crate::stats::Counters;
 
@@ -32,7 +32,7 @@ use crate::stats::Counters;
 /// # Ok::<(), jetsocket::Error>(())
 /// ```
 pub struct Opened<'a> {
-    pub(crate) ws: &'a mut tungstenite::WebSocket<Stream>,
+    pub(crate) ws: &'a mut tungstenite::WebSocket<Transport>,
     pub(crate) counters: &'a Counters,
     pub(crate) attempt: u32,
     pub(crate) reconnect: bool,

@@ -76,7 +76,6 @@ mod backoff;
 mod buffer;
 mod client;
 mod config;
-#[cfg(feature = "_deflate")]
 mod deflate;
 mod doc_server;
 mod error;
@@ -129,5 +128,5 @@ pub use multiplex::{
 pub use pool::{ConnectionPool, ConnectionPoolConfig, PoolStats, PooledConnection};
 pub use proxy::Proxy;
 pub use state::State;
-pub use stats::Stats;
+pub use stats::{CompressionStats, Stats};
 pub use tls::TlsConfig;

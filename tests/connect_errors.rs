@@ -63,9 +63,11 @@ fn scripted(respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> RawSer
 }
 
 fn expect_handshake_error(server: &RawServer, what: &str) {
-    let result = SyncWebSocket::builder(server.url())
-        .connect_timeout(Duration::from_secs(5))
-        .connect();
+    expect_handshake_error_from(SyncWebSocket::builder(server.url()), what);
+}
+
+fn expect_handshake_error_from(builder: jetsocket::Builder, what: &str) {
+    let result = builder.connect_timeout(Duration::from_secs(5)).connect();
     match result {
         Err(e @ Error::Handshake(_)) => assert!(!e.is_fatal(), "{what}: {e}"),
         other => panic!("{what}: expected Error::Handshake, got {other:?}"),
@@ -360,10 +362,19 @@ fn unoffered_subprotocol_or_extension_is_a_handshake_error() {
     });
     expect_handshake_error(&server, "subprotocol not offered");
     let server = scripted(|accept| {
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n\r\n")
             .into_bytes()
     });
     expect_handshake_error(&server, "extension not offered");
+    // With compression turned off, permessage-deflate is not offered either.
+    let server = scripted(|accept| {
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+            .into_bytes()
+    });
+    expect_handshake_error_from(
+        SyncWebSocket::builder(server.url()).compression(false),
+        "compression not offered",
+    );
 }
 
 #[test]

@@ -42,20 +42,24 @@
 //! [`DeflateError`]; tungstenite returns it as `Error::Io`, and [`close_code_of`] tells the
 //! engine which close code to send.
 
-// Until the engine wires the layer in, only the tests use it. Remove when integrating.
-#![allow(dead_code, unused_imports)]
+// Negotiation and the settings are compiled without the feature too, so the handshake code
+// has one shape; only the codec needs flate2. Without it, parts of this file go unused.
+#![cfg_attr(not(feature = "deflate"), allow(dead_code))]
 
+#[cfg(feature = "deflate")]
 mod frame;
 mod negotiate;
+#[cfg(feature = "deflate")]
 mod stream;
-#[cfg(test)]
+#[cfg(all(test, feature = "deflate"))]
 mod tests;
 
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-pub(crate) use negotiate::{accept, offer, Negotiated, EXTENSION};
+pub(crate) use negotiate::{accept, offer, Negotiated};
+#[cfg(feature = "deflate")]
 pub(crate) use stream::DeflateStream;
 
 /// The smallest LZ77 window RFC 7692 allows (256 bytes).
@@ -81,7 +85,8 @@ pub(crate) struct DeflateConfig {
     /// code 1009 before they are fully inflated. Use the same value as tungstenite's
     /// `max_message_size`. Defaults to 64 MiB.
     pub(crate) max_message_size: Option<usize>,
-    /// The largest compressed frame we accept (1009 otherwise). Inflated data is handed to
+    /// The largest compressed frame we accept (1009 otherwise), plus 1/64 and 64 bytes for the
+    /// growth of incompressible data. Inflated data is handed to
     /// tungstenite in fragments no larger than this (and never above 64 KiB). Use the same
     /// value as tungstenite's `max_frame_size`. Defaults to 16 MiB.
     pub(crate) max_frame_size: Option<usize>,

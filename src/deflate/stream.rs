@@ -28,6 +28,10 @@ const FRAGMENT: usize = 64 * 1024;
 /// Above this much unsent output, `write` pushes to the socket first and reports
 /// `WouldBlock` (consuming nothing) if the socket is full.
 pub(super) const PENDING_LIMIT: usize = 256 * 1024;
+/// A compressed frame may exceed `max_frame_size` by 1/64 of it plus this many bytes: the
+/// worst-case growth of incompressible data.
+const COMPRESSED_SLACK: u64 = 64;
+const COMPRESSED_SLACK_DIVISOR: u64 = 64;
 /// Input taken per `write` call, so one call adds a bounded amount of output.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -141,7 +145,11 @@ impl<S: Read + Write> DeflateStream<S> {
             inflater: None,
             no_context_takeover: in_reset,
             max_message_size: limit(config.max_message_size),
-            max_frame_size: limit(config.max_frame_size),
+            // Incompressible data grows a little when deflated (zlib's conservative bound is
+            // under 1%): a frame whose plain payload fits the limit must still fit compressed.
+            max_frame_size: limit(config.max_frame_size).saturating_add(
+                limit(config.max_frame_size) / COMPRESSED_SLACK_DIVISOR + COMPRESSED_SLACK,
+            ),
             unmasked: 0,
             error: None,
             stats: Arc::clone(&stats),
@@ -171,11 +179,6 @@ impl<S: Read + Write> DeflateStream<S> {
 }
 
 impl<S> DeflateStream<S> {
-    /// The wrapped stream (for registration and shutdown).
-    pub(crate) fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// The wrapped stream (for registration and shutdown).
     pub(crate) fn get_mut(&mut self) -> &mut S {
         &mut self.inner

@@ -9,6 +9,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::deflate::DeflateConfig;
 use crate::error::{Error, Result};
 use crate::handshake::{self, Accepted};
 use crate::io::stream::Stream;
@@ -24,6 +25,8 @@ pub(crate) struct AttemptParams<'a> {
     pub(crate) tls: Option<&'a Connector>,
     pub(crate) nodelay: bool,
     pub(crate) proxy: Option<&'a Proxy>,
+    /// Offer permessage-deflate with these settings.
+    pub(crate) deflate: Option<&'a DeflateConfig>,
     pub(crate) deadline: Instant,
 }
 
@@ -69,6 +72,7 @@ pub(crate) struct Attempt {
     key: String,
     request: Vec<u8>,
     subprotocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
     pub(crate) deadline: Instant,
 }
 
@@ -110,7 +114,7 @@ impl Attempt {
             None => resolve(p.target)?,
         };
         let key = handshake::generate_key();
-        let request = handshake::request(p.target, &key, p.headers, p.subprotocols);
+        let request = handshake::request(p.target, &key, p.headers, p.subprotocols, p.deflate);
         let (stream, rest) = connect_next(&mut addrs, registry, token, None)?;
         Ok(Attempt {
             stage: Stage::Tcp { stream, rest },
@@ -122,6 +126,7 @@ impl Attempt {
             key,
             request,
             subprotocols: p.subprotocols.to_vec(),
+            deflate: p.deflate.copied(),
             deadline: p.deadline,
         })
     }
@@ -305,7 +310,7 @@ impl Attempt {
                 };
                 let mut head_so_far = buf.clone();
                 head_so_far.extend_from_slice(&peek[..n]);
-                match handshake::parse_response(&head_so_far, &self.key, &self.subprotocols)? {
+                match self.parse(&head_so_far)? {
                     None => {
                         // Every byte seen so far belongs to the head: consume it, so that a
                         // later peek of 0 bytes reveals a peer that hung up mid-head.
@@ -334,9 +339,7 @@ impl Attempt {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
-            if let Some((accepted, head)) =
-                handshake::parse_response(&buf, &self.key, &self.subprotocols)?
-            {
+            if let Some((accepted, head)) = self.parse(&buf)? {
                 let leftover = buf.split_off(head);
                 return Ok(Step::Done(Established {
                     stream,
@@ -345,6 +348,12 @@ impl Attempt {
                 }));
             }
         }
+    }
+}
+
+impl Attempt {
+    fn parse(&self, head: &[u8]) -> Result<Option<(Accepted, usize)>> {
+        handshake::parse_response(head, &self.key, &self.subprotocols, self.deflate.as_ref())
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,7 +22,7 @@ use crate::heartbeat::{Beat, Heartbeat};
 use crate::hooks::Opened;
 use crate::io::command::Control;
 use crate::io::connect::{Attempt, AttemptParams, Established};
-use crate::io::stream::Stream;
+use crate::io::stream::{self, Transport};
 use crate::message::{CloseCode, CloseFrame, Message, Utf8Bytes};
 use crate::shared::Shared;
 use crate::state::State;
@@ -54,7 +55,7 @@ enum Ending {
 
 /// A live connection.
 struct Conn {
-    ws: WebSocket<Stream>,
+    ws: WebSocket<Transport>,
     readable: bool,
     writable: bool,
     /// Reading is paused because the inbound buffer is full (Block policy).
@@ -679,6 +680,7 @@ impl Engine {
             tls: self.settings.tls.as_ref(),
             nodelay: self.settings.nodelay,
             proxy: self.settings.proxy.as_ref(),
+            deflate: self.settings.deflate.as_ref(),
             deadline: crate::later(Instant::now(), self.settings.connect_timeout),
         };
         log::debug!(
@@ -709,6 +711,20 @@ impl Engine {
             mio::Interest::READABLE | mio::Interest::WRITABLE,
         );
         let config = Some(self.settings.ws_config);
+        #[cfg(feature = "deflate")]
+        let ws = {
+            // The bytes after the response head go through the layer too: the server may
+            // have compressed its first messages.
+            let layer = crate::deflate::DeflateStream::new(
+                stream,
+                leftover,
+                accepted.deflate,
+                &self.settings.deflate.unwrap_or_default(),
+                Arc::clone(&self.shared.counters.deflate),
+            );
+            WebSocket::from_raw_socket(layer, Role::Client, config)
+        };
+        #[cfg(not(feature = "deflate"))]
         let ws = if leftover.is_empty() {
             WebSocket::from_raw_socket(stream, Role::Client, config)
         } else {
@@ -734,6 +750,11 @@ impl Engine {
         let now = Instant::now();
         *self.shared.subprotocol.lock() = accepted.subprotocol.clone();
         *self.shared.counters.connected_since.lock() = Some(SystemTime::now());
+        #[cfg(feature = "deflate")]
+        self.shared
+            .counters
+            .compression_active
+            .store(conn.ws.get_ref().is_active(), Ordering::Relaxed);
         self.set_state(State::Connected);
         self.shared.events.emit(Event::Connected {
             subprotocol: accepted.subprotocol,
@@ -875,7 +896,7 @@ impl Engine {
     }
 
     fn shutdown_socket(&mut self, mut conn: Box<Conn>) {
-        let tcp = conn.ws.get_mut().tcp_mut();
+        let tcp = stream::tcp_of(conn.ws.get_mut());
         let _ = self.poll.registry().deregister(tcp);
         let _ = tcp.shutdown(std::net::Shutdown::Both);
     }
@@ -886,6 +907,10 @@ impl Engine {
             hb.stop();
         }
         *self.shared.counters.connected_since.lock() = None;
+        self.shared
+            .counters
+            .compression_active
+            .store(false, Ordering::Relaxed);
         // Any socket still held by the phase is dropped here.
         self.phase = Phase::Idle;
         match ending {
@@ -998,7 +1023,7 @@ fn truncate_reason(reason: &str) -> String {
 }
 
 /// Writes a frame into tungstenite's buffer; a `WouldBlock` means it is buffered.
-fn write_frame(ws: &mut WebSocket<Stream>, frame: tungstenite::Message) -> Result<()> {
+fn write_frame(ws: &mut WebSocket<Transport>, frame: tungstenite::Message) -> Result<()> {
     match ws.write(frame) {
         Ok(()) => Ok(()),
         Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),

@@ -32,6 +32,21 @@ impl Stream {
     }
 }
 
+/// What tungstenite reads and writes: the socket, under the permessage-deflate layer when the
+/// feature is on (the layer is transparent on connections that did not negotiate it).
+#[cfg(feature = "deflate")]
+pub(crate) type Transport = crate::deflate::DeflateStream<Stream>;
+/// What tungstenite reads and writes: the socket itself.
+#[cfg(not(feature = "deflate"))]
+pub(crate) type Transport = Stream;
+
+/// The TCP socket under a transport, for registration and shutdown.
+pub(crate) fn tcp_of(transport: &mut Transport) -> &mut TcpStream {
+    #[cfg(feature = "deflate")]
+    let transport = transport.get_mut();
+    transport.tcp_mut()
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
