@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use crate::backoff::BackoffConfig;
 use crate::buffer::BufferConfig;
 use crate::config::{
-    check_header, redacted_headers, HeaderProvider, OpenHook, Router, SendFullPolicy,
+    check_header, redacted_headers, EndHook, HeaderProvider, OpenHook, Router, SendFullPolicy,
     SendQueueConfig, SequenceExtractor, Settings,
 };
 use crate::deflate::DeflateConfig;
@@ -82,6 +82,7 @@ pub struct Builder {
     send_queue: SendQueueConfig,
     on_open: Vec<OpenHook>,
     router: Option<Router>,
+    on_end: Option<EndHook>,
     sequence_id: Option<SequenceExtractor>,
     replay: Option<ReplayConfig>,
     handlers: Vec<(EventKind, Handler)>,
@@ -152,6 +153,7 @@ impl Builder {
             send_queue: SendQueueConfig::default(),
             on_open: Vec::new(),
             router: None,
+            on_end: None,
             sequence_id: None,
             replay: None,
             handlers: Vec::new(),
@@ -361,6 +363,12 @@ impl Builder {
         self
     }
 
+    /// Installs the hook run when the connection has ended for good. Crate-internal.
+    pub(crate) fn on_end(mut self, hook: EndHook) -> Self {
+        self.on_end = Some(hook);
+        self
+    }
+
     /// Extracts a sequence id from incoming messages, for dedup
     /// ([`BufferConfig::dedup`]) and replay ([`ReplayConfig`]). Defaults to none.
     pub fn sequence_id(
@@ -530,6 +538,7 @@ impl Builder {
             send_queue: self.send_queue,
             on_open: self.on_open,
             router: self.router,
+            on_end: self.on_end,
             sequence_id: self.sequence_id,
             replay: self.replay.map(|r| r.hook),
         });
@@ -769,7 +778,8 @@ impl SyncWebSocket {
     /// Returns once the message is queued, not when it is written. While connected, a full
     /// queue means the socket is pushing back and `send` waits for room. While the connection
     /// is away, the queue's [`SendFullPolicy`] decides: fail with
-    /// [`Error::SendQueueFull`] (the default) or wait.
+    /// [`Error::SendQueueFull`] (the default; also when the connection goes away while
+    /// `send` waits) or wait.
     ///
     /// # Examples
     ///
@@ -795,20 +805,42 @@ impl SyncWebSocket {
                 Ok(())
             }
             Err(TrySendError::Disconnected(_)) => Err(Error::AlreadyClosed),
-            Err(TrySendError::Full(msg)) => {
-                let away = self.state() != State::Connected;
-                let policy = self.inner.settings.send_queue.when_full;
-                if away && policy == SendFullPolicy::Error {
-                    return Err(self.full());
-                }
-                self.queued();
-                self.inner
-                    .data_tx
-                    .send(msg)
-                    .map_err(|_| Error::AlreadyClosed)?;
-                self.queued();
-                Ok(())
+            Err(TrySendError::Full(msg)) => self.wait_for_room(msg),
+        }
+    }
+
+    /// `send` on a full queue: wait for room, but under [`SendFullPolicy::Error`] give up as
+    /// soon as the connection is away, also when it goes away during the wait.
+    fn wait_for_room(&self, msg: Message) -> Result<()> {
+        let data_tx = &self.inner.data_tx;
+        // The I/O thread may be parked with data waiting: make sure it drains the queue.
+        self.queued();
+        if self.inner.settings.send_queue.when_full == SendFullPolicy::Block {
+            data_tx.send(msg).map_err(|_| Error::AlreadyClosed)?;
+            self.queued();
+            return Ok(());
+        }
+        // Registered before the state is checked, so no change can slip in between.
+        let watch = self.inner.shared.watch_state();
+        let mut watching = true;
+        loop {
+            if self.state() != State::Connected {
+                self.check_sendable()?;
+                return Err(self.full());
             }
+            let mut select = crossbeam_channel::Select::new();
+            let send = select.send(data_tx);
+            if watching {
+                select.recv(&watch.changes);
+            }
+            let op = select.select();
+            if op.index() == send {
+                op.send(data_tx, msg).map_err(|_| Error::AlreadyClosed)?;
+                self.queued();
+                return Ok(());
+            }
+            // Disconnected only when the handle is being torn down; the send arm ends it.
+            watching = op.recv(&watch.changes).is_ok();
         }
     }
 

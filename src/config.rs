@@ -95,6 +95,9 @@ pub(crate) type ReplayHook = Arc<dyn Fn(&mut Opened<'_>, u64) -> Result<()> + Se
 /// message to buffer it, or `None` when it was delivered elsewhere (multiplex routing).
 /// It must never block.
 pub(crate) type Router = Arc<dyn Fn(Message) -> Option<Message> + Send + Sync>;
+/// Runs on the I/O thread once the connection has ended for good (closed, failed, or the I/O
+/// thread panicked), after the final state is set. It must never block.
+pub(crate) type EndHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Everything the I/O thread needs, validated once and then immutable.
 pub(crate) struct Settings {
@@ -119,6 +122,7 @@ pub(crate) struct Settings {
     pub(crate) send_queue: SendQueueConfig,
     pub(crate) on_open: Vec<OpenHook>,
     pub(crate) router: Option<Router>,
+    pub(crate) on_end: Option<EndHook>,
     pub(crate) sequence_id: Option<SequenceExtractor>,
     pub(crate) replay: Option<ReplayHook>,
 }

@@ -64,6 +64,8 @@
 //!
 //! * `native-tls` (default): `wss://` through the platform's TLS library.
 //! * `native-tls-vendored`: the same with OpenSSL built from source.
+//! * `deflate` (default): permessage-deflate compression (RFC 7692), offered in every
+//!   handshake; see [`Builder::compression`]. Pure Rust.
 //! * `json`: typed JSON messages (`send_json`, `recv_json`, `typed`), JSON heartbeats and
 //!   sequence fields, and `MultiplexBuilder::channel_key`.
 #![forbid(unsafe_code)]

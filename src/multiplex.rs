@@ -30,10 +30,6 @@ const DEFAULT_QUEUE_CAPACITY: usize = 1000;
 const CONTROL_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long dropping the last handle waits for room to queue the unsubscribe message.
 const DROP_SEND_TIMEOUT: Duration = Duration::from_secs(1);
-/// A receiver blocked on an empty queue re-checks this often whether the connection has
-/// ended on its own (a fatal error, retries exhausted, or the peer closing with
-/// reconnection off): nothing else wakes it in that case.
-const END_CHECK: Duration = Duration::from_millis(250);
 
 type Extractor = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
 type MessageFor = Arc<dyn Fn(&str) -> Message + Send + Sync>;
@@ -146,13 +142,15 @@ impl Channel {
     }
 
     /// Takes the next message, waiting until `deadline` (`None`: without limit).
-    /// `connection_over` is asked, without the queue lock, whether the connection ended
-    /// while the queue stayed empty.
+    /// `connection_over` is asked once, without the queue lock, whether the connection ended
+    /// before this channel could be ended by the connection's end hook (a channel created
+    /// just as the connection ended); after that, the end hook wakes every waiter.
     fn pop(
         &self,
         deadline: Option<Instant>,
         connection_over: impl Fn() -> bool,
     ) -> Result<Message> {
+        let mut checked = false;
         let mut q = self.queue.lock();
         loop {
             if let Some(msg) = q.items.pop_front() {
@@ -161,22 +159,26 @@ impl Channel {
             if q.ended {
                 return Err(Error::AlreadyClosed);
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(Error::Timeout(Timeout::Recv));
-            }
-            let check_at = now + END_CHECK;
-            let wake_at = deadline.map_or(check_at, |d| d.min(check_at));
-            q.waiters += 1;
-            let timed_out = self.ready.wait_until(&mut q, wake_at).timed_out();
-            q.waiters -= 1;
-            if timed_out && q.items.is_empty() && !q.ended && Instant::now() >= check_at {
+            if !checked {
+                checked = true;
                 // Never hold the queue lock here: the check may drop the last handle of the
                 // connection, which joins the I/O thread, which may be routing into us.
                 if MutexGuard::unlocked(&mut q, &connection_over) {
                     q.ended = true;
                 }
+                continue;
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout(Timeout::Recv));
+            }
+            q.waiters += 1;
+            match deadline {
+                Some(d) => {
+                    self.ready.wait_until(&mut q, d);
+                }
+                None => self.ready.wait(&mut q),
+            }
+            q.waiters -= 1;
         }
     }
 }
@@ -604,10 +606,13 @@ impl MultiplexBuilder {
         });
         let router = Arc::clone(&shared);
         let hook = Arc::clone(&shared);
+        let ender = Arc::clone(&shared);
         let ws = self
             .builder
             .router(Arc::new(move |msg| router.route(msg)))
             .on_open(move |conn| hook.resubscribe(conn))
+            // However the connection ends, blocked receivers wake at once.
+            .on_end(Arc::new(move || ender.finish()))
             .build()?;
         let core = Arc::new(MuxCore {
             shared,

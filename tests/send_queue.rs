@@ -276,8 +276,6 @@ fn huge_send_timeout_does_not_panic() {
 }
 
 #[test]
-#[ignore = "known limitation: a send already waiting for room while connected keeps waiting \
-            after a drop; it ends on reconnect or close"]
 fn send_waiting_for_room_fails_when_the_connection_goes_away() {
     // Under the default policy a program never hangs on a server that stays down: a send that
     // started waiting because the socket pushed back gives up with SendQueueFull once the

@@ -974,6 +974,9 @@ impl Engine {
         self.phase = Phase::Done;
         self.set_state(state);
         self.shared.inbound.finish(end.clone());
+        if let Some(hook) = &self.settings.on_end {
+            hook();
+        }
         for waiter in self.connect_waiters.drain(..) {
             let _ = waiter.send(Err(end.clone()));
         }

@@ -37,6 +37,7 @@ pub(crate) fn spawn(
         .spawn(move || {
             let _done = done;
             let engine_shared = Arc::clone(&shared);
+            let on_end = settings.on_end.clone();
             let outcome = catch_unwind(AssertUnwindSafe(move || {
                 Engine::new(settings, engine_shared, poll, data_rx, ctrl_rx).run();
             }));
@@ -47,6 +48,9 @@ pub(crate) fn spawn(
                 let from = shared.state();
                 shared.store_state(State::Failed);
                 shared.inbound.finish(err.clone());
+                if let Some(hook) = on_end {
+                    hook();
+                }
                 shared.events.emit(Event::Error(err));
                 shared.events.emit(Event::StateChanged {
                     from,
