@@ -142,7 +142,7 @@ pub(crate) struct Shared {
     pub(crate) inbound: Inbound,
     pub(crate) events: Arc<EventHub>,
     pub(crate) counters: Counters,
-    waker: mio::Waker,
+    waker: Arc<mio::Waker>,
     /// The I/O thread is parked and wants a wake-up when a message is queued.
     io_wants_data: AtomicBool,
     /// The I/O thread stopped reading (Block policy) and wants a wake-up when there is room.
@@ -172,7 +172,7 @@ impl Shared {
             state: AtomicU8::new(State::Idle.as_u8()),
             inbound: Inbound::new(buffer),
             counters: Counters::default(),
-            waker,
+            waker: Arc::new(waker),
             io_wants_data: AtomicBool::new(false),
             io_wants_space: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -206,6 +206,11 @@ impl Shared {
             id,
             changes: rx,
         }
+    }
+
+    /// The I/O thread's waker, for helper threads that report back to it.
+    pub(crate) fn waker(&self) -> Arc<mio::Waker> {
+        Arc::clone(&self.waker)
     }
 
     /// Wakes the I/O thread unconditionally (control commands, which are rare).

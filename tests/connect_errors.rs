@@ -547,3 +547,31 @@ fn huge_backoff_delay_does_not_crash_the_engine() {
         ws.recv_timeout(Duration::ZERO)
     );
 }
+
+#[test]
+fn host_names_resolve_off_the_io_thread() {
+    // A name, not an IP literal: the lookup runs on its own thread and the attempt goes on
+    // when it answers.
+    let server = WsServer::echo();
+    let url = format!("ws://localhost:{}/", server.port());
+    let ws = SyncWebSocket::builder(&url).connect().expect("connect");
+    ws.send_text("via a name").expect("send");
+    let msg = ws.recv_timeout(TIMEOUT).expect("echo");
+    assert_eq!(msg.as_text(), Some("via a name"));
+    ws.close().expect("close");
+}
+
+#[test]
+fn unresolvable_host_is_a_dns_error() {
+    // `.invalid` never resolves (RFC 6761). Where no resolver answers at all, the lookup is
+    // cut off by the connect timeout instead; both are typed errors, neither hangs.
+    let result = SyncWebSocket::builder("ws://no-such-host.invalid/")
+        .connect_timeout(Duration::from_secs(20))
+        .reconnect(false)
+        .connect();
+    match result {
+        Err(Error::Dns { host, .. }) => assert_eq!(host, "no-such-host.invalid"),
+        Err(Error::Timeout(Timeout::Connect)) => {}
+        other => panic!("expected a DNS error, got {other:?}"),
+    }
+}

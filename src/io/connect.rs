@@ -1,10 +1,14 @@
-//! One connection attempt, driven by readiness: resolve, non-blocking TCP connect (trying each
-//! address), TLS handshake, then the WebSocket upgrade, never reading past the response head.
+//! One connection attempt, driven by readiness: resolve (on a short-lived thread, since the
+//! system resolver blocks), non-blocking TCP connect (trying each address), TLS handshake,
+//! then the WebSocket upgrade, never reading past the response head.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Instant;
+
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -39,6 +43,8 @@ pub(crate) struct Established {
 }
 
 enum Stage {
+    /// Waiting for the resolver thread's answer.
+    Resolving(Receiver<Result<VecDeque<SocketAddr>>>),
     Tcp {
         stream: TcpStream,
         rest: VecDeque<SocketAddr>,
@@ -85,39 +91,83 @@ impl std::fmt::Debug for Attempt {
     }
 }
 
-/// Resolves the target afresh (servers move between attempts).
-fn resolve(target: &Target) -> Result<VecDeque<SocketAddr>> {
-    if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
-        return Ok(VecDeque::from([SocketAddr::new(ip, target.port)]));
-    }
-    let addrs: VecDeque<SocketAddr> = (target.host.as_str(), target.port)
+/// Resolves `host` with the system resolver, which blocks.
+fn resolve(host: &str, port: u16) -> Result<VecDeque<SocketAddr>> {
+    let addrs: VecDeque<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| Error::Dns {
-            host: target.host.clone(),
+            host: host.to_owned(),
             reason: e.to_string(),
         })?
         .collect();
     if addrs.is_empty() {
         return Err(Error::Dns {
-            host: target.host.clone(),
+            host: host.to_owned(),
             reason: "no addresses".into(),
         });
     }
     Ok(addrs)
 }
 
+/// Where the addresses to dial come from.
+enum Resolution {
+    Ready(VecDeque<SocketAddr>),
+    Pending(Receiver<Result<VecDeque<SocketAddr>>>),
+}
+
+/// Resolves the target afresh (servers move between attempts). An IP literal needs no
+/// lookup; a name is looked up on a short-lived thread that wakes the I/O thread when done,
+/// so a slow resolver never holds up `close()`, and the connect timeout covers the lookup.
+fn start_resolving(target: &Target, waker: &Arc<mio::Waker>) -> Result<Resolution> {
+    if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
+        return Ok(Resolution::Ready(VecDeque::from([SocketAddr::new(
+            ip,
+            target.port,
+        )])));
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (host, port, waker) = (target.host.clone(), target.port, Arc::clone(waker));
+    let spawned = std::thread::Builder::new()
+        .name("jetsocket-dns".into())
+        .spawn(move || {
+            // Nobody may be listening any more (the attempt timed out or the handle closed).
+            if tx.send(resolve(&host, port)).is_ok() {
+                let _ = waker.wake();
+            }
+        });
+    match spawned {
+        Ok(_) => Ok(Resolution::Pending(rx)),
+        Err(e) => {
+            log::debug!("no resolver thread ({e}); resolving {} inline", target.host);
+            resolve(&target.host, target.port).map(Resolution::Ready)
+        }
+    }
+}
+
 impl Attempt {
-    /// Resolves the host and starts connecting to its first address.
-    pub(crate) fn start(p: AttemptParams<'_>, registry: &Registry, token: Token) -> Result<Self> {
-        let mut addrs = match p.proxy {
-            Some(proxy) => resolve(&proxy.target())?,
-            None => resolve(p.target)?,
+    /// Starts resolving the host (or the proxy's), then connecting to its first address.
+    /// `waker` wakes the I/O thread when a lookup finishes.
+    pub(crate) fn start(
+        p: AttemptParams<'_>,
+        registry: &Registry,
+        token: Token,
+        waker: &Arc<mio::Waker>,
+    ) -> Result<Self> {
+        let resolution = match p.proxy {
+            Some(proxy) => start_resolving(&proxy.target(), waker)?,
+            None => start_resolving(p.target, waker)?,
+        };
+        let stage = match resolution {
+            Resolution::Ready(mut addrs) => {
+                let (stream, rest) = connect_next(&mut addrs, registry, token, None)?;
+                Stage::Tcp { stream, rest }
+            }
+            Resolution::Pending(rx) => Stage::Resolving(rx),
         };
         let key = handshake::generate_key();
         let request = handshake::request(p.target, &key, p.headers, p.subprotocols, p.deflate);
-        let (stream, rest) = connect_next(&mut addrs, registry, token, None)?;
         Ok(Attempt {
-            stage: Stage::Tcp { stream, rest },
+            stage,
             token,
             host: p.target.host.clone(),
             tls: if p.target.tls { p.tls.cloned() } else { None },
@@ -136,6 +186,19 @@ impl Attempt {
         loop {
             let stage = std::mem::replace(&mut self.stage, Stage::Finished);
             let step = match stage {
+                Stage::Resolving(rx) => match rx.try_recv() {
+                    Ok(addrs) => {
+                        let (stream, rest) = connect_next(&mut addrs?, registry, self.token, None)?;
+                        Step::Wait(Stage::Tcp { stream, rest })
+                    }
+                    Err(TryRecvError::Empty) => Step::Wait(Stage::Resolving(rx)),
+                    Err(TryRecvError::Disconnected) => {
+                        return Err(Error::Dns {
+                            host: self.host.clone(),
+                            reason: "the resolver thread ended without an answer".into(),
+                        })
+                    }
+                },
                 Stage::Tcp { stream, rest } => self.tcp(stream, rest, registry)?,
                 Stage::Tunnel { stream, written } => self.tunnel(stream, written)?,
                 #[cfg(feature = "native-tls")]

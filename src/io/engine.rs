@@ -689,7 +689,7 @@ impl Engine {
             self.settings.url,
             self.attempt
         );
-        match Attempt::start(params, self.poll.registry(), SOCKET) {
+        match Attempt::start(params, self.poll.registry(), SOCKET, &self.shared.waker()) {
             Ok(mut attempt) => match attempt.advance(self.poll.registry()) {
                 Ok(None) => self.phase = Phase::Connecting(Box::new(attempt)),
                 Ok(Some(est)) => self.established(est),
