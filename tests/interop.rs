@@ -7,6 +7,13 @@
 //! negotiation, extra handshake headers, TLS with a CA made at test time, and reconnecting
 //! after the server process dies and comes back on the same port.
 //!
+//! permessage-deflate runs against each server in four modes (see [`Compression`]): echo of
+//! compressible and incompressible messages around the compression threshold and up to
+//! 1 or 16 MiB, the compression stats, context takeover as seen in the wire sizes, the
+//! client asking for no context takeover, the client declining compression, and a fresh
+//! negotiation after the server restarts. The other tests run with each server's own
+//! default: compression on for `websockets` (12-bit windows), off for `ws`.
+//!
 //! The servers need `.ci/install-interop` (a `.venv` with `websockets`, and `npm ci` in
 //! `tests/interop`). A missing interpreter or package fails the test with that hint; set
 //! `JETSOCKET_SKIP_INTEROP=1` to skip these tests instead.
@@ -94,6 +101,53 @@ impl Impl {
     }
 }
 
+/// A permessage-deflate mode of the servers (`--compression`, documented in both scripts).
+// Without the `deflate` feature only the modes that need no compression are tested.
+#[cfg_attr(not(feature = "deflate"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    /// Declined.
+    Off,
+    /// Plain `permessage-deflate`: context takeover both ways, 32 KiB windows.
+    Default,
+    /// `server_no_context_takeover; client_no_context_takeover`.
+    NoContextTakeover,
+    /// `server_max_window_bits=10; client_max_window_bits=9`.
+    SmallWindow,
+}
+
+impl Compression {
+    fn arg(self) -> &'static str {
+        match self {
+            Compression::Off => "off",
+            Compression::Default => "default",
+            Compression::NoContextTakeover => "no-context-takeover",
+            Compression::SmallWindow => "small-window",
+        }
+    }
+
+    /// The server's `Sec-WebSocket-Extensions` answer to our default offer, as sorted
+    /// parameters (see [`extension_params`]).
+    fn answer(self) -> Vec<&'static str> {
+        let mut params = match self {
+            Compression::Off => vec![],
+            Compression::Default => vec!["permessage-deflate"],
+            Compression::NoContextTakeover => vec![
+                "permessage-deflate",
+                "server_no_context_takeover",
+                "client_no_context_takeover",
+            ],
+            Compression::SmallWindow => vec![
+                "permessage-deflate",
+                "server_max_window_bits=10",
+                "client_max_window_bits=9",
+            ],
+        };
+        params.sort_unstable();
+        params
+    }
+}
+
 /// Options for starting a server.
 #[derive(Debug, Default, Clone)]
 struct Opts {
@@ -101,6 +155,17 @@ struct Opts {
     port: u16,
     /// TLS certificate and key files.
     tls: Option<(PathBuf, PathBuf)>,
+    /// The compression mode; `None` leaves the library's default.
+    compression: Option<Compression>,
+}
+
+impl Opts {
+    fn compression(mode: Compression) -> Opts {
+        Opts {
+            compression: Some(mode),
+            ..Opts::default()
+        }
+    }
 }
 
 /// A running third-party server; killed and reaped on drop.
@@ -125,6 +190,9 @@ impl Server {
         }
         for p in SERVER_SUBPROTOCOLS {
             cmd.arg("--subprotocol").arg(p);
+        }
+        if let Some(mode) = opts.compression {
+            cmd.arg("--compression").arg(mode.arg());
         }
         cmd.current_dir(interop_dir())
             .stdin(Stdio::piped())
@@ -590,6 +658,365 @@ fn reconnect_after_restart(kind: Impl) {
     ws.close().expect("close");
 }
 
+/// JSON-like text of exactly `len` bytes with some 2- and 3-byte characters. Compressible,
+/// and every repetition lies within a few dozen bytes, so even a 512-byte window finds it.
+fn json_of(len: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(len + 128);
+    let mut id = 0u64;
+    while s.len() < len {
+        let _ = write!(
+            s,
+            r#"{{"id":{id},"sensor":"tür-{}","ok":{},"state":"✓","temp":{}.{}}},"#,
+            id % 7,
+            id % 3 == 0,
+            20 + id % 9,
+            id % 10
+        );
+        id += 1;
+    }
+    let mut cut = len;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    while s.len() < len {
+        s.push('.');
+    }
+    s
+}
+
+/// `len` bytes of 24-byte binary records: compressible within a 512-byte window.
+fn records_of(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 24);
+    let mut id = 0u32;
+    while out.len() < len {
+        out.extend_from_slice(b"JSK\0");
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&(u64::from(id) * 1000).to_be_bytes());
+        out.extend_from_slice(&[0xA5; 6]);
+        out.extend_from_slice(&((id % 5) as u16).to_le_bytes());
+        id += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// The kinds of message the compression tests echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payload {
+    /// Text from [`json_of`].
+    Json,
+    /// Binary from [`records_of`].
+    Records,
+    /// Binary from [`bytes_of`]: deflate cannot shrink it.
+    Random,
+}
+
+impl Payload {
+    fn message(self, len: usize) -> Message {
+        match self {
+            Payload::Json => Message::text(json_of(len)),
+            Payload::Records => Message::binary(records_of(len)),
+            Payload::Random => Message::binary(bytes_of(len)),
+        }
+    }
+}
+
+/// Sizes around the client's default compression threshold and beyond; each test adds its
+/// largest size.
+const COMPRESSION_SIZES: [usize; 7] = [0, 1, 127, 128, 129, 1024, 65_536];
+
+/// The client's default `compression_threshold`.
+const THRESHOLD: usize = 128;
+
+/// Sends `msg` and checks the echo is the same message.
+fn echo(ws: &SyncWebSocket, msg: Message, what: &str) {
+    ws.send(msg.clone())
+        .unwrap_or_else(|e| panic!("{what}: send: {e}"));
+    let got = recv(ws, what);
+    assert_eq!(got.is_text(), msg.is_text(), "{what}: message type");
+    assert_same(got.as_bytes(), msg.as_bytes(), what);
+}
+
+/// Connects to `/extensions` and checks the server's answer to our offer.
+fn connect_extensions(
+    server: &Server,
+    builder: jetsocket::Builder,
+    want: &[&str],
+) -> SyncWebSocket {
+    let ws = builder.connect().expect("connect");
+    let msg = recv(&ws, "the server's Sec-WebSocket-Extensions");
+    let answer = msg.as_text().expect("the answer arrives as text");
+    assert_eq!(
+        extension_params(answer),
+        want,
+        "{:?} server answered {answer:?}",
+        server.kind
+    );
+    ws
+}
+
+/// The `;`-separated parts of one `Sec-WebSocket-Extensions` element, trimmed and sorted
+/// (the libraries order the parameters differently).
+fn extension_params(value: &str) -> Vec<&str> {
+    let mut params: Vec<&str> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    params.sort_unstable();
+    params
+}
+
+/// Echoes every payload kind at every size (plus `largest`) against a server in `mode`,
+/// checking the compression stats message by message.
+fn compression_echo(kind: Impl, mode: Compression, largest: usize) {
+    let server = Server::start(kind, &Opts::compression(mode));
+    let ws = connect_extensions(
+        &server,
+        SyncWebSocket::builder(server.url("/extensions")),
+        &mode.answer(),
+    );
+    let active = mode != Compression::Off;
+    let start = ws.stats();
+    assert_eq!(start.compression.active, active, "{mode:?}: {start:?}");
+
+    let mut sent = 0u64;
+    let mut sent_bytes = 0u64;
+    for len in COMPRESSION_SIZES.into_iter().chain([largest]) {
+        for payload in [Payload::Json, Payload::Records, Payload::Random] {
+            // Deflating 16 MiB takes seconds in a debug build (the binary records are the
+            // slowest); one large text is enough.
+            if len > 1 << 20 && payload != Payload::Json {
+                continue;
+            }
+            let what = format!("{mode:?}: echo of {len} bytes of {payload:?}");
+            let before = ws.stats().compression;
+            echo(&ws, payload.message(len), &what);
+            sent += 1;
+            sent_bytes += len as u64;
+            let after = ws.stats().compression;
+            if !active {
+                assert_eq!(after, start.compression, "{what}: nothing is compressed");
+                continue;
+            }
+            let d_sent = after.sent_messages - before.sent_messages;
+            let d_sent_bytes = after.sent_bytes - before.sent_bytes;
+            let d_sent_wire = after.sent_wire_bytes - before.sent_wire_bytes;
+            let d_received = after.received_messages - before.received_messages;
+            let d_received_bytes = after.received_bytes - before.received_bytes;
+            let d_received_wire = after.received_wire_bytes - before.received_wire_bytes;
+            // Below the threshold the client sends plain frames; the servers compress all.
+            let compressed = len >= THRESHOLD;
+            assert_eq!(
+                d_sent,
+                u64::from(compressed),
+                "{what}: sent compressed {after:?}"
+            );
+            assert_eq!(
+                d_sent_bytes,
+                if compressed { len as u64 } else { 0 },
+                "{what}: {after:?}"
+            );
+            assert_eq!(d_received, 1, "{what}: received compressed {after:?}");
+            assert_eq!(d_received_bytes, len as u64, "{what}: {after:?}");
+            if payload != Payload::Random && len >= 1024 {
+                assert!(
+                    d_sent_wire < d_sent_bytes / 2,
+                    "{what}: sent {d_sent_bytes} bytes as {d_sent_wire}"
+                );
+                assert!(
+                    d_received_wire < d_received_bytes / 2,
+                    "{what}: received {d_received_bytes} bytes as {d_received_wire}"
+                );
+            }
+        }
+    }
+
+    let stats = ws.stats();
+    // The `/extensions` answer came first.
+    assert_eq!(stats.messages_sent, sent, "{stats:?}");
+    assert_eq!(stats.messages_received, sent + 1, "{stats:?}");
+    assert_eq!(stats.bytes_sent, sent_bytes, "{stats:?}");
+    let c = stats.compression;
+    assert_eq!(c.active, active, "{mode:?}: {c:?}");
+    if active {
+        assert!(c.sent_messages > 0 && c.received_messages > 0, "{c:?}");
+        assert!(c.sent_wire_bytes < c.sent_bytes, "{c:?}");
+        assert!(c.received_wire_bytes < c.received_bytes, "{c:?}");
+        repeated_messages(&ws, mode);
+    }
+    ws.close().expect("close");
+}
+
+/// Sends the same 4 KiB message three times and compares the wire sizes each way: with
+/// context takeover the copies shrink to back-references into the first; without it they
+/// cost the same; with small windows the first copy is out of reach. A server inflating
+/// with a small window also fails on a reference into an earlier message beyond it.
+fn repeated_messages(ws: &SyncWebSocket, mode: Compression) {
+    // Hex of random bytes: little redundancy inside, so a repeat is what deflate finds.
+    let text: String = bytes_of(2048).iter().map(|b| format!("{b:02x}")).collect();
+    let mut wire = Vec::new();
+    for i in 0..3 {
+        let before = ws.stats().compression;
+        echo(
+            ws,
+            Message::text(text.clone()),
+            &format!("{mode:?}: copy {i}"),
+        );
+        let after = ws.stats().compression;
+        wire.push((
+            after.sent_wire_bytes - before.sent_wire_bytes,
+            after.received_wire_bytes - before.received_wire_bytes,
+        ));
+    }
+    let (first_sent, first_received) = wire[0];
+    for &(sent, received) in &wire[1..] {
+        match mode {
+            Compression::NoContextTakeover => {
+                assert_eq!((sent, received), wire[0], "{mode:?}: wire sizes {wire:?}");
+            }
+            // The previous copy lies beyond both windows (512 B ours, 1 KiB the server's).
+            Compression::SmallWindow => assert!(
+                sent * 2 > first_sent && received * 2 > first_received,
+                "{mode:?}: wire sizes {wire:?}"
+            ),
+            Compression::Default => assert!(
+                sent * 10 < first_sent && received * 10 < first_received,
+                "{mode:?}: wire sizes {wire:?}"
+            ),
+            Compression::Off => unreachable!("nothing to compare without compression"),
+        }
+    }
+}
+
+/// The client asks for no context takeover from a server that does not insist on it.
+#[cfg(feature = "deflate")]
+fn client_no_context_takeover(kind: Impl) {
+    let server = Server::start(kind, &Opts::compression(Compression::Default));
+    let ws = connect_extensions(
+        &server,
+        SyncWebSocket::builder(server.url("/extensions")).compression_no_context_takeover(true),
+        &Compression::NoContextTakeover.answer(),
+    );
+    assert!(ws.stats().compression.active);
+    for len in [0, 127, 128, 4096, 1 << 20] {
+        for payload in [Payload::Json, Payload::Random] {
+            echo(
+                &ws,
+                payload.message(len),
+                &format!("echo of {len} bytes of {payload:?}"),
+            );
+        }
+    }
+    repeated_messages(&ws, Compression::NoContextTakeover);
+    let c = ws.stats().compression;
+    assert!(c.active, "{c:?}");
+    assert!(c.sent_wire_bytes < c.sent_bytes, "{c:?}");
+    assert!(c.received_wire_bytes < c.received_bytes, "{c:?}");
+    ws.close().expect("close");
+}
+
+/// A client with compression off talks plain to a server that would compress.
+fn client_without_compression(kind: Impl) {
+    let server = Server::start(kind, &Opts::compression(Compression::Default));
+    let ws = connect_extensions(
+        &server,
+        SyncWebSocket::builder(server.url("/extensions")).compression(false),
+        &[],
+    );
+    let mut sent = 0;
+    for len in [0, 128, 4096, 1 << 20] {
+        for payload in [Payload::Json, Payload::Records, Payload::Random] {
+            echo(
+                &ws,
+                payload.message(len),
+                &format!("echo of {len} bytes of {payload:?}"),
+            );
+            sent += 1;
+        }
+    }
+    let stats = ws.stats();
+    assert_eq!(
+        stats.compression,
+        jetsocket::CompressionStats::default(),
+        "{stats:?}"
+    );
+    assert_eq!(stats.messages_sent, sent, "{stats:?}");
+    // And the `/extensions` answer.
+    assert_eq!(stats.messages_received, sent + 1, "{stats:?}");
+    ws.close().expect("close");
+}
+
+/// After the server process dies and comes back, the new connection negotiates compression
+/// again and starts from fresh compression contexts.
+#[cfg(feature = "deflate")]
+fn compression_after_restart(kind: Impl) {
+    let mode = Compression::Default;
+    let server = Server::start(kind, &Opts::compression(mode));
+    let port = server.port;
+    let ws = connect_extensions(
+        &server,
+        SyncWebSocket::builder(server.url("/extensions")).backoff(
+            BackoffConfig::default()
+                .base(Duration::from_millis(50))
+                .cap(Duration::from_millis(500)),
+        ),
+        &mode.answer(),
+    );
+    let events = ws.events();
+    // Sent again after the restart: a compressor that kept its history would encode it as
+    // a reference to bytes the new server never saw.
+    let text: String = bytes_of(4096).iter().map(|b| format!("{b:02x}")).collect();
+    echo(&ws, Message::text(text.clone()), "before the crash");
+    let before = ws.stats().compression;
+    assert!(before.active, "{before:?}");
+
+    let _ = tungstenite::connect(server.url("/exit"));
+    server.wait_exit();
+    wait_event(&events, "Disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    });
+    assert!(
+        !ws.stats().compression.active,
+        "no connection, no compression"
+    );
+
+    let server = Server::start(
+        kind,
+        &Opts {
+            port,
+            ..Opts::compression(mode)
+        },
+    );
+    assert_eq!(server.port, port);
+    wait_event(&events, "Reconnected", |e| {
+        matches!(e, Event::Reconnected { .. })
+    });
+    let answer = recv(&ws, "the restarted server's Sec-WebSocket-Extensions");
+    assert_eq!(
+        extension_params(answer.as_text().expect("text")),
+        mode.answer()
+    );
+    echo(&ws, Message::text(text), "after the restart");
+    let after = ws.stats().compression;
+    assert!(after.active, "{after:?}");
+    assert_eq!(after.sent_messages, before.sent_messages + 1, "{after:?}");
+    assert_eq!(
+        after.received_messages,
+        before.received_messages + 2,
+        "{after:?}"
+    );
+    // The same first-message cost as on the first connection: nothing was carried over.
+    assert_eq!(
+        after.sent_wire_bytes - before.sent_wire_bytes,
+        before.sent_wire_bytes,
+        "{before:?} {after:?}"
+    );
+    ws.close().expect("close");
+}
+
 /// One module per server, each with the same tests.
 macro_rules! interop_tests {
     ($($module:ident => $kind:expr),* $(,)?) => {$(
@@ -657,6 +1084,60 @@ macro_rules! interop_tests {
             fn reconnects_after_server_restart() {
                 if !skipped() {
                     super::reconnect_after_restart($kind);
+                }
+            }
+
+            #[test]
+            fn compression_off() {
+                if !skipped() {
+                    super::compression_echo($kind, Compression::Off, 1 << 20);
+                }
+            }
+
+            #[cfg(feature = "deflate")]
+            #[test]
+            fn compression_default() {
+                if !skipped() {
+                    super::compression_echo($kind, Compression::Default, 16 << 20);
+                }
+            }
+
+            #[cfg(feature = "deflate")]
+            #[test]
+            fn compression_no_context_takeover() {
+                if !skipped() {
+                    super::compression_echo($kind, Compression::NoContextTakeover, 1 << 20);
+                }
+            }
+
+            #[cfg(feature = "deflate")]
+            #[test]
+            fn compression_small_window() {
+                if !skipped() {
+                    super::compression_echo($kind, Compression::SmallWindow, 1 << 20);
+                }
+            }
+
+            #[cfg(feature = "deflate")]
+            #[test]
+            fn client_asks_for_no_context_takeover() {
+                if !skipped() {
+                    super::client_no_context_takeover($kind);
+                }
+            }
+
+            #[test]
+            fn client_without_compression() {
+                if !skipped() {
+                    super::client_without_compression($kind);
+                }
+            }
+
+            #[cfg(feature = "deflate")]
+            #[test]
+            fn compression_after_server_restart() {
+                if !skipped() {
+                    super::compression_after_restart($kind);
                 }
             }
         }

@@ -4,6 +4,7 @@
 // Used by tests/interop.rs to check jetsocket against an independent implementation.
 //
 //     node server.js --port 0 [--tls-cert CERT --tls-key KEY] [--subprotocol P ...]
+//                    [--compression MODE]
 //
 // Prints `PORT <n>` as the first line of stdout once listening on 127.0.0.1, then serves
 // until killed or until its stdin reaches end of file (so a crashed test never leaks it).
@@ -16,9 +17,29 @@
 // * `/close?code=C&reason=R`  closes at once with that code and reason.
 // * `/headers`                sends the request headers as compact JSON (lower-case names,
 //                             sorted, repeated headers joined with ", "), then echoes.
+// * `/extensions`             sends the `Sec-WebSocket-Extensions` value of its handshake
+//                             response as text (empty when it has none), then echoes.
 // * `/exit`                   ends the whole process abruptly (no close frames).
 //
 // Subprotocols: the first protocol offered by the client that is among `--subprotocol`.
+//
+// Compression (permessage-deflate, RFC 7692), by `--compression`:
+//
+// * not given              the library's own default: declined.
+// * `off`                  declined: the response has no `Sec-WebSocket-Extensions`.
+// * `default`              accepted as plain `permessage-deflate`: context takeover both ways
+//                          and 32 KiB windows.
+// * `no-context-takeover`  accepted with `server_no_context_takeover` and
+//                          `client_no_context_takeover`, whatever the client offered.
+// * `small-window`         accepted with `server_max_window_bits=10` and
+//                          `client_max_window_bits=9` (a client offer without
+//                          `client_max_window_bits` fails the handshake with 400). 9 is the
+//                          smallest window zlib can compress raw deflate with; the server
+//                          inflates with a 512-byte window, so it fails on any reference
+//                          further back.
+//
+// Whenever compression is on, the server compresses every message it sends, even empty ones
+// (`threshold: 0`; the library's default leaves small messages uncompressed).
 'use strict';
 
 const fs = require('fs');
@@ -29,8 +50,12 @@ const { WebSocketServer } = require('ws');
 // 16 MiB messages plus a generous margin.
 const MAX_SIZE = 32 * 1024 * 1024;
 
+// Where the `headers` listener leaves a request's `Sec-WebSocket-Extensions` response value
+// for `/extensions`: the connection itself only knows the extension names.
+const kExtensions = Symbol('response-extensions');
+
 function parseArgs(argv) {
-  const args = { port: 0, tlsCert: null, tlsKey: null, subprotocols: [] };
+  const args = { port: 0, tlsCert: null, tlsKey: null, subprotocols: [], compression: null };
   for (let i = 0; i < argv.length; i++) {
     const value = () => {
       if (i + 1 >= argv.length) {
@@ -51,11 +76,31 @@ function parseArgs(argv) {
       case '--subprotocol':
         args.subprotocols.push(value());
         break;
+      case '--compression':
+        args.compression = value();
+        break;
       default:
         throw new Error(`unknown argument ${argv[i]}`);
     }
   }
   return args;
+}
+
+// The `perMessageDeflate` option of the server for compression `mode` (see the header).
+function perMessageDeflate(mode) {
+  switch (mode) {
+    case null:
+    case 'off':
+      return false;
+    case 'default':
+      return { threshold: 0 };
+    case 'no-context-takeover':
+      return { threshold: 0, serverNoContextTakeover: true, clientNoContextTakeover: true };
+    case 'small-window':
+      return { threshold: 0, serverMaxWindowBits: 10, clientMaxWindowBits: 9 };
+    default:
+      throw new Error(`unknown compression mode ${mode}`);
+  }
 }
 
 // The deterministic ASCII text the client checks fragmented messages against.
@@ -119,6 +164,10 @@ function handle(ws, req) {
       echo(ws);
       break;
     }
+    case '/extensions':
+      ws.send(req[kExtensions] ?? '');
+      echo(ws);
+      break;
     case '/exit':
       process.exit(0);
       break;
@@ -136,6 +185,7 @@ function main() {
   const wss = new WebSocketServer({
     server,
     maxPayload: MAX_SIZE,
+    perMessageDeflate: perMessageDeflate(args.compression),
     handleProtocols: (offered) => {
       for (const protocol of offered) {
         if (args.subprotocols.includes(protocol)) {
@@ -144,6 +194,13 @@ function main() {
       }
       return false;
     },
+  });
+  wss.on('headers', (headers, req) => {
+    const prefix = 'sec-websocket-extensions:';
+    const line = headers.find((h) => h.toLowerCase().startsWith(prefix));
+    if (line !== undefined) {
+      req[kExtensions] = line.slice(prefix.length).trim();
+    }
   });
   wss.on('connection', handle);
   server.listen(args.port, '127.0.0.1', () => {
