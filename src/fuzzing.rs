@@ -21,17 +21,19 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const SUBPROTOCOLS: [&str; 3] = ["chat", "v2.json", "superchat"];
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml` and `fuzz/seeds/`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "url",
     "handshake",
     "proxy",
     "connect_response",
     "json",
     "inbound",
+    "inflate",
 ];
 
 /// Runs fuzz target `target` on one raw input, decoding it as `fuzz/README.md` describes.
-/// Returns `false` for an unknown target (or `json` without the `json` feature).
+/// Returns `false` for an unknown target (or `json` without the `json` feature, `inflate`
+/// without `deflate`).
 pub fn run(target: &str, data: &[u8]) -> bool {
     match target {
         "url" => {
@@ -65,6 +67,12 @@ pub fn run(target: &str, data: &[u8]) -> bool {
                 let max_message = 64usize << (size & 15);
                 let max_frame = max_message >> ((size >> 4) & 3);
                 inbound(*mode, max_message, max_frame.max(1), frames);
+            }
+        }
+        #[cfg(feature = "deflate")]
+        "inflate" => {
+            if let [params, mode, frames @ ..] = data {
+                inflate(*params, *mode, frames);
             }
         }
         _ => return false,
@@ -112,7 +120,8 @@ pub fn url(input: &str) {
 /// arrive together with the head).
 ///
 /// Properties: only `Http` and `Handshake` errors; an accepted head lies within the input and
-/// names a subprotocol or compression only if it was offered.
+/// names a subprotocol or compression only if it was offered. When compression was agreed
+/// on, the frames go through the compression layer as in [`inflate`].
 pub fn handshake_response(offer: u8, response: &[u8]) {
     let deflate = (offer & 0b1000 != 0).then(|| crate::deflate::DeflateConfig {
         no_context_takeover: offer & 0b1_0000 != 0,
@@ -142,6 +151,18 @@ pub fn handshake_response(offer: u8, response: &[u8]) {
                         || (n.server_no_context_takeover && n.client_no_context_takeover),
                     "no_context_takeover requested but {n:?} accepted"
                 );
+                #[cfg(feature = "deflate")]
+                {
+                    let _ = run_inflate(
+                        response[head..].to_vec(),
+                        &response[head..],
+                        offer >> 4,
+                        n,
+                        1 << 16,
+                        1 << 16,
+                    );
+                    return;
+                }
             }
             run_inbound(
                 response[head..].to_vec(),
@@ -279,6 +300,104 @@ pub fn inbound(mode: u8, max_message_size: usize, max_frame_size: usize, bytes: 
     );
 }
 
+/// Feeds `bytes`, as sent by a server that agreed to permessage-deflate, through the client's
+/// compression layer ([`DeflateStream`](crate::deflate::DeflateStream)) under a client-side
+/// tungstenite `WebSocket`, the way the I/O thread reads a compressed connection, and
+/// handles everything it yields as [`inbound`] does.
+///
+/// `params` is what the server agreed to: bit 0 `server_no_context_takeover`, bit 1
+/// `client_no_context_takeover`, bits 2–4 `client_max_window_bits` (8 plus their value),
+/// bits 5–7 `server_max_window_bits` (likewise). `mode` shapes the stream as for [`inbound`]
+/// (bit 3 hands the first half of the input to the layer as bytes read with the handshake
+/// head) and picks the limits: bits 4–5 the largest message (256 B, 4 KiB, 64 KiB or
+/// 1 MiB), bits 6–7 how much smaller the largest frame is (1, 2, 4 or 8 times).
+///
+/// Properties: nothing panics (nor loops without progress); every error is `Protocol`,
+/// `MessageTooLarge` (both with a close code for the peer) or `ConnectionClosed`; no message
+/// exceeds the size limit; the layer never hands on more than the limit of inflated data
+/// per compressed message (however much the input would inflate to), nor counts more
+/// compressed bytes than the input holds.
+#[cfg(feature = "deflate")]
+pub fn inflate(params: u8, mode: u8, bytes: &[u8]) {
+    let negotiated = crate::deflate::Negotiated {
+        server_no_context_takeover: params & 1 != 0,
+        client_no_context_takeover: params & 2 != 0,
+        client_max_window_bits: 8 + ((params >> 2) & 7),
+        server_max_window_bits: 8 + ((params >> 5) & 7),
+    };
+    let max_message_size = [256, 4 << 10, 64 << 10, 1 << 20][usize::from((mode >> 4) & 3)];
+    let max_frame_size = max_message_size >> ((mode >> 6) & 3);
+    let split = if mode & 8 != 0 { bytes.len() / 2 } else { 0 };
+    let _ = run_inflate(
+        bytes[..split].to_vec(),
+        &bytes[split..],
+        mode,
+        negotiated,
+        max_message_size,
+        max_frame_size,
+    );
+}
+
+/// Returns what [`read_all`] returns.
+#[cfg(feature = "deflate")]
+fn run_inflate(
+    already_read: Vec<u8>,
+    rest: &[u8],
+    mode: u8,
+    negotiated: crate::deflate::Negotiated,
+    max_message_size: usize,
+    max_frame_size: usize,
+) -> (usize, Option<Error>) {
+    use std::sync::Arc;
+
+    use crate::deflate::{DeflateConfig, DeflateStats, DeflateStream};
+
+    let input_len = already_read.len() + rest.len();
+    // As the engine sets the layer up: the same limits as tungstenite's.
+    let config = DeflateConfig {
+        max_message_size: Some(max_message_size),
+        max_frame_size: Some(max_frame_size),
+        ..DeflateConfig::default()
+    };
+    let stats = Arc::new(DeflateStats::default());
+    let layer = DeflateStream::new(
+        Wire::new(rest, mode),
+        already_read,
+        Some(negotiated),
+        &config,
+        Arc::clone(&stats),
+    );
+    let ws = WebSocket::from_raw_socket(
+        layer,
+        Role::Client,
+        Some(ws_config(max_message_size, max_frame_size)),
+    );
+    let (messages, error) = read_all(ws, input_len, max_message_size);
+    if let Some(err) = &error {
+        match err {
+            Error::Protocol(_) | Error::MessageTooLarge(_) => assert!(
+                err.close_code().is_some(),
+                "{err:?} has no close code for the peer"
+            ),
+            Error::ConnectionClosed(_) => {}
+            other => panic!("unexpected error variant {other:?}"),
+        }
+    }
+    let counts = stats.snapshot();
+    assert!(
+        counts.received_compressed_bytes <= input_len as u64,
+        "{} compressed bytes counted from {input_len} bytes of input",
+        counts.received_compressed_bytes
+    );
+    assert!(
+        counts.received_plain_bytes <= counts.received_messages * max_message_size as u64,
+        "{} bytes inflated from {} compressed messages, limit {max_message_size} each",
+        counts.received_plain_bytes,
+        counts.received_messages
+    );
+    (messages, error)
+}
+
 /// An in-memory socket: reads come from the input (in pieces, with `WouldBlock`s if asked);
 /// writes are counted and discarded.
 struct Wire<'a> {
@@ -315,6 +434,28 @@ impl Write for Wire<'_> {
     }
 }
 
+impl<'a> Wire<'a> {
+    /// Bits 0–2 of `mode` shape the reads, as [`inbound`] describes.
+    fn new(data: &'a [u8], mode: u8) -> Self {
+        Wire {
+            data,
+            max_read: [1, 7, 64, 4096][usize::from(mode & 3)],
+            would_block: mode & 4 != 0,
+            block_next: false,
+            written: 0,
+        }
+    }
+}
+
+/// As the builder configures tungstenite, with the smallest read buffer it allows (faster
+/// to fuzz).
+fn ws_config(max_message_size: usize, max_frame_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_frame_size))
+        .read_buffer_size(4096)
+}
+
 fn run_inbound(
     already_read: Vec<u8>,
     rest: &[u8],
@@ -322,26 +463,28 @@ fn run_inbound(
     max_message_size: usize,
     max_frame_size: usize,
 ) {
-    let wire = Wire {
-        data: rest,
-        max_read: [1, 7, 64, 4096][usize::from(mode & 3)],
-        would_block: mode & 4 != 0,
-        block_next: false,
-        written: 0,
-    };
-    // As the builder configures it, with the smallest read buffer it allows (faster to fuzz).
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_frame_size))
-        .read_buffer_size(4096);
-    let mut ws = if already_read.is_empty() {
+    let wire = Wire::new(rest, mode);
+    let config = ws_config(max_message_size, max_frame_size);
+    let ws = if already_read.is_empty() {
         WebSocket::from_raw_socket(wire, Role::Client, Some(config))
     } else {
         WebSocket::from_partially_read(wire, already_read, Role::Client, Some(config))
     };
+    let _ = read_all(ws, rest.len(), max_message_size);
+}
+
+/// Reads messages until the stream ends or fails, handling each result the way the I/O
+/// thread does, and checks the message size limit. Returns how many data messages arrived
+/// and the error the stream ended with (`None` after a close frame).
+fn read_all<S: Read + Write>(
+    mut ws: WebSocket<S>,
+    input_len: usize,
+    max_message_size: usize,
+) -> (usize, Option<Error>) {
+    let mut messages = 0;
     // Every call consumes input or alternates with a WouldBlock, so this bound is never
     // reached by a working parser; it only turns a livelock into a crash.
-    let mut budget = 4 * (rest.len() + 16);
+    let mut budget = 4 * (input_len + 16);
     loop {
         budget = budget
             .checked_sub(1)
@@ -359,7 +502,7 @@ fn run_inbound(
                 let err = Error::ConnectionClosed(frame);
                 let _ = (err.to_string(), err.is_fatal());
                 let _ = ws.flush();
-                return;
+                return (messages, None);
             }
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
@@ -371,7 +514,7 @@ fn run_inbound(
                     let _ = ws.close(Some(frame.to_tungstenite()));
                     let _ = ws.flush();
                 }
-                return;
+                return (messages, Some(err));
             }
         };
         assert!(
@@ -382,6 +525,7 @@ fn run_inbound(
         if msg.is_binary() {
             let _ = msg.to_text();
         }
+        messages += 1;
     }
 }
 
@@ -453,5 +597,61 @@ mod tests {
         }
         #[cfg(feature = "json")]
         json("data.seq", "7", br#"{"data":{"seq":7}}"#);
+    }
+
+    /// The `inflate` harness really inflates: RFC 7692's examples arrive, whatever the read
+    /// pattern, and broken or oversized input ends in the error the engine would report.
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn inflate_delivers_valid_messages_and_types_the_failures() {
+        fn outcome(mode: u8, bytes: &[u8]) -> (usize, Option<Error>) {
+            let split = if mode & 8 != 0 { bytes.len() / 2 } else { 0 };
+            run_inflate(
+                bytes[..split].to_vec(),
+                &bytes[split..],
+                mode,
+                crate::deflate::Negotiated::default(),
+                1024,
+                1024,
+            )
+        }
+        // "Hello" twice with context takeover (RFC 7692 §7.2.3.2), then fragmented with a
+        // ping between the fragments (§7.2.3.1), then a close frame.
+        let valid = b"\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00\xc1\x05\xf2\x00\x11\x00\x00\
+                      \x41\x03\xf2\x48\xcd\x89\x00\x80\x04\xc9\xc9\x07\x00\x88\x02\x03\xe8";
+        for mode in 0..16 {
+            let (messages, error) = outcome(mode, valid);
+            assert_eq!(
+                (messages, error.is_none()),
+                (3, true),
+                "mode {mode}: {error:?}"
+            );
+        }
+        let (messages, error) = outcome(
+            3,
+            b"\xc1\x07\xf2\x48\xcd\xc9\xc9\x07\x00\xc1\x03\xff\xff\xff",
+        );
+        assert_eq!(messages, 1);
+        let code = error.as_ref().and_then(Error::close_code).map(u16::from);
+        assert_eq!(code, Some(1007), "{error:?}");
+        // 64 KiB of zeros compressed to a few dozen bytes, against a limit of 1 KiB.
+        let mut c = flate2::Compress::new(flate2::Compression::best(), false);
+        let mut bomb = Vec::with_capacity(1024);
+        c.compress_vec(&[0; 64 << 10], &mut bomb, flate2::FlushCompress::Sync)
+            .expect("compress");
+        assert_eq!(c.total_in(), 64 << 10);
+        assert!(bomb.len() < 126 && bomb.ends_with(&[0, 0, 0xff, 0xff]));
+        bomb.truncate(bomb.len() - 4);
+        let mut frame = vec![0xc2, bomb.len() as u8];
+        frame.extend_from_slice(&bomb);
+        let (messages, error) = outcome(3, &frame);
+        assert_eq!(messages, 0);
+        assert!(
+            matches!(error, Some(Error::MessageTooLarge(_))),
+            "{error:?}"
+        );
+        let (_, error) = outcome(3, b"\x89\x00\xc9\x00");
+        let code = error.as_ref().and_then(Error::close_code).map(u16::from);
+        assert_eq!(code, Some(1002), "RSV1 on a ping: {error:?}");
     }
 }

@@ -10,6 +10,7 @@ pub mod blackhole;
 pub mod connect_proxy;
 pub mod http;
 pub mod proxy;
+pub mod raw_ws;
 pub mod tls;
 pub mod ws;
 
