@@ -16,25 +16,27 @@
 //!
 //! ## Window sizes
 //!
-//! The pure-Rust backend (miniz_oxide) always uses a 32 KiB window and cannot be told to use
-//! a smaller one; flate2's `new_with_window_bits` needs a zlib backend. That matters only for
-//! `client_max_window_bits`, which limits the window *we* compress with:
+//! The compressor always keeps a 32 KiB window (zlib, through zlib-rs, cannot compress raw
+//! deflate with a 256-byte window at all). That matters only for `client_max_window_bits`,
+//! which limits the window *we* compress with:
 //!
 //! * Inflating needs nothing: a 32 KiB window decodes data compressed with any smaller one,
 //!   so `server_max_window_bits` is accepted and needs no action.
 //! * When the server asks for `client_max_window_bits=N` with N < 15, the compressor does a
-//!   *full flush* after every 2^N input bytes. A full flush empties miniz_oxide's match
-//!   history (it clears the hash chains and sets the dictionary size to zero), so no
+//!   *full flush* after every 2^N input bytes. A full flush empties the match history, so no
 //!   back-reference ever reaches further than the bytes since the last full flush: at most
 //!   2^N. The output is a valid stream for a decoder with a 2^N window, for every N from 8 to
-//!   15 (zlib itself cannot do N = 8 for raw deflate). The cost is a worse ratio and about
-//!   128 KiB of memory clearing per 2^N input bytes, so small windows are slower; common
-//!   answers (none, or 12 to 15) stay cheap.
+//!   15. The cost is a worse ratio, so small windows compress less; common answers (none, or
+//!   12 to 15) are unaffected.
 //!
 //! Because every N can be honoured, the offer includes `client_max_window_bits` (without a
 //! value), which RFC 7692 §7.1.2.2 requires before a server may limit our window. Declining
 //! small windows instead would fail the connection, since the client must reject an answer
 //! it cannot honour.
+//!
+//! The decompressor rejects references to before the start of the data it has seen (zlib's
+//! "invalid distance too far back"), so a peer that breaks `server_no_context_takeover` or
+//! sends corrupt data gets close code 1007 rather than garbage.
 //!
 //! ## Errors
 //!

@@ -1028,7 +1028,12 @@ impl Writer {
         }
         // Both flushes end with an empty stored block, `00 00 ff ff` after alignment; the
         // peer appends those 4 bytes again (RFC 7692 §7.2.1).
-        if self.frame.len() >= MAX_HEADER + TAIL.len() && self.frame.ends_with(&TAIL) {
+        if self.frame.len() == MAX_HEADER {
+            // zlib emits nothing for a flush that follows another with no input in between
+            // (an empty message, or an empty last fragment). One zero byte, the start of an
+            // empty stored block, stands for it (RFC 7692 §7.2.3.6).
+            self.frame.push(0x00);
+        } else if self.frame.len() >= MAX_HEADER + TAIL.len() && self.frame.ends_with(&TAIL) {
             self.frame.truncate(self.frame.len() - TAIL.len());
         } else {
             return Err(io::Error::other(
