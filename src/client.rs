@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::backoff::BackoffConfig;
@@ -23,6 +23,7 @@ use crate::hooks::{Opened, ReplayConfig};
 use crate::io::command::Control;
 use crate::io::engine::WAKER;
 use crate::message::{CloseCode, CloseFrame, Message, Utf8Bytes};
+use crate::permits::Acquired;
 use crate::proxy::Proxy;
 use crate::shared::Shared;
 use crate::state::State;
@@ -545,11 +546,17 @@ impl Builder {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::new(Shared::new(id.to_string(), &settings.buffer, waker));
+        let shared = Arc::new(Shared::new(
+            id.to_string(),
+            &settings.buffer,
+            settings.send_queue.capacity,
+            waker,
+        ));
         for (kind, handler) in self.handlers {
             shared.events.on(kind, handler);
         }
-        let (data_tx, data_rx) = crossbeam_channel::bounded(settings.send_queue.capacity);
+        // Unbounded, so that it allocates only while messages wait; `send_permits` bounds it.
+        let (data_tx, data_rx) = crossbeam_channel::unbounded();
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let thread = crate::io::spawn(
@@ -763,7 +770,7 @@ impl SyncWebSocket {
     }
 
     fn check_sendable(&self) -> Result<()> {
-        if self.inner.shared.closing.load(Ordering::Acquire) || self.state().is_terminal() {
+        if self.is_ending() {
             return Err(Error::AlreadyClosed);
         }
         Ok(())
@@ -799,49 +806,40 @@ impl SyncWebSocket {
     /// [`Error::SendQueueFull`] as described.
     pub fn send(&self, msg: impl Into<Message>) -> Result<()> {
         self.check_sendable()?;
-        match self.inner.data_tx.try_send(msg.into()) {
-            Ok(()) => {
-                self.queued();
-                Ok(())
+        let msg = msg.into();
+        let permits = &self.inner.shared.send_permits;
+        if !permits.try_acquire() {
+            let give_up_when_away =
+                self.inner.settings.send_queue.when_full == SendFullPolicy::Error;
+            if give_up_when_away && self.state() != State::Connected {
+                return Err(self.full());
             }
-            Err(TrySendError::Disconnected(_)) => Err(Error::AlreadyClosed),
-            Err(TrySendError::Full(msg)) => self.wait_for_room(msg),
-        }
-    }
-
-    /// `send` on a full queue: wait for room, but under [`SendFullPolicy::Error`] give up as
-    /// soon as the connection is away, also when it goes away during the wait.
-    fn wait_for_room(&self, msg: Message) -> Result<()> {
-        let data_tx = &self.inner.data_tx;
-        // The I/O thread may be parked with data waiting: make sure it drains the queue.
-        self.queued();
-        if self.inner.settings.send_queue.when_full == SendFullPolicy::Block {
-            data_tx.send(msg).map_err(|_| Error::AlreadyClosed)?;
+            // The I/O thread may be parked with data waiting: make sure it drains the queue.
             self.queued();
-            return Ok(());
-        }
-        // Registered before the state is checked, so no change can slip in between.
-        let watch = self.inner.shared.watch_state();
-        let mut watching = true;
-        loop {
-            if self.state() != State::Connected {
+            let outcome = permits.acquire(None, || {
+                self.is_ending() || (give_up_when_away && self.state() != State::Connected)
+            });
+            if outcome != Acquired::Yes {
                 self.check_sendable()?;
                 return Err(self.full());
             }
-            let mut select = crossbeam_channel::Select::new();
-            let send = select.send(data_tx);
-            if watching {
-                select.recv(&watch.changes);
-            }
-            let op = select.select();
-            if op.index() == send {
-                op.send(data_tx, msg).map_err(|_| Error::AlreadyClosed)?;
-                self.queued();
-                return Ok(());
-            }
-            // Disconnected only when the handle is being torn down; the send arm ends it.
-            watching = op.recv(&watch.changes).is_ok();
         }
+        self.enqueue(msg)
+    }
+
+    /// Whether the handle is closing or the connection has ended: sends are refused.
+    fn is_ending(&self) -> bool {
+        self.inner.shared.closing.load(Ordering::Acquire) || self.state().is_terminal()
+    }
+
+    /// Queues a message for which a permit was taken.
+    fn enqueue(&self, msg: Message) -> Result<()> {
+        if self.inner.data_tx.send(msg).is_err() {
+            self.inner.shared.send_permits.release(1);
+            return Err(Error::AlreadyClosed);
+        }
+        self.queued();
+        Ok(())
     }
 
     fn full(&self) -> Error {
@@ -857,14 +855,10 @@ impl SyncWebSocket {
     /// [`Error::SendQueueFull`] when the queue is full, [`Error::AlreadyClosed`] once closed.
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<()> {
         self.check_sendable()?;
-        match self.inner.data_tx.try_send(msg.into()) {
-            Ok(()) => {
-                self.queued();
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(self.full()),
-            Err(TrySendError::Disconnected(_)) => Err(Error::AlreadyClosed),
+        if !self.inner.shared.send_permits.try_acquire() {
+            return Err(self.full());
         }
+        self.enqueue(msg.into())
     }
 
     /// Queues a message, waiting at most `timeout` for room.
@@ -885,23 +879,16 @@ impl SyncWebSocket {
     pub fn send_deadline(&self, msg: impl Into<Message>, deadline: Instant) -> Result<()> {
         self.check_sendable()?;
         let msg = msg.into();
-        let msg = match self.inner.data_tx.try_send(msg) {
-            Ok(()) => {
-                self.queued();
-                return Ok(());
+        let permits = &self.inner.shared.send_permits;
+        if !permits.try_acquire() {
+            self.queued();
+            match permits.acquire(Some(deadline), || self.is_ending()) {
+                Acquired::Yes => {}
+                Acquired::Cancelled => return Err(Error::AlreadyClosed),
+                Acquired::TimedOut => return Err(Error::Timeout(Timeout::Send)),
             }
-            Err(TrySendError::Disconnected(_)) => return Err(Error::AlreadyClosed),
-            Err(TrySendError::Full(msg)) => msg,
-        };
-        self.queued();
-        match self.inner.data_tx.send_deadline(msg, deadline) {
-            Ok(()) => {
-                self.queued();
-                Ok(())
-            }
-            Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout(Timeout::Send)),
-            Err(SendTimeoutError::Disconnected(_)) => Err(Error::AlreadyClosed),
         }
+        self.enqueue(msg)
     }
 
     /// Queues a text message. See [`send`](Self::send).

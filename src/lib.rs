@@ -93,6 +93,7 @@ mod io;
 mod json;
 mod message;
 mod multiplex;
+mod permits;
 mod pool;
 pub mod presets;
 mod proxy;

@@ -1,17 +1,17 @@
 //! State shared by the handles, the I/O thread and the dispatcher: the inbound queue, the
 //! state, counters, and the wake-up protocol.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::buffer::{BufferConfig, InboundBuffer, OverflowPolicy, Pushed};
 use crate::error::{Error, Result, Timeout};
 use crate::event::EventHub;
 use crate::message::Message;
+use crate::permits::SendPermits;
 use crate::state::State;
 use crate::stats::Counters;
 
@@ -118,23 +118,6 @@ impl Inbound {
     }
 }
 
-/// A registration for state-change notices; see [`Shared::watch_state`].
-pub(crate) struct StateWatch<'a> {
-    shared: &'a Shared,
-    id: u64,
-    /// Receives `()` after each state change.
-    pub(crate) changes: Receiver<()>,
-}
-
-impl Drop for StateWatch<'_> {
-    fn drop(&mut self) {
-        self.shared
-            .state_watchers
-            .lock()
-            .retain(|(id, _)| *id != self.id);
-    }
-}
-
 /// Shared between the handles and the I/O thread.
 pub(crate) struct Shared {
     pub(crate) name: String,
@@ -150,9 +133,8 @@ pub(crate) struct Shared {
     /// `close()` was called: sends are refused from now on.
     pub(crate) closing: AtomicBool,
     pub(crate) subprotocol: Mutex<Option<String>>,
-    /// Senders blocked on a full queue that must re-check the state when it changes.
-    state_watchers: Mutex<Vec<(u64, Sender<()>)>>,
-    next_watcher: AtomicU64,
+    /// The send queue's capacity.
+    pub(crate) send_permits: SendPermits,
 }
 
 impl std::fmt::Debug for Shared {
@@ -165,7 +147,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(name: String, buffer: &BufferConfig, waker: mio::Waker) -> Self {
+    pub(crate) fn new(
+        name: String,
+        buffer: &BufferConfig,
+        send_capacity: usize,
+        waker: mio::Waker,
+    ) -> Self {
         Shared {
             events: Arc::new(EventHub::new(name.clone())),
             name,
@@ -177,8 +164,7 @@ impl Shared {
             io_wants_space: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             subprotocol: Mutex::new(None),
-            state_watchers: Mutex::new(Vec::new()),
-            next_watcher: AtomicU64::new(0),
+            send_permits: SendPermits::new(send_capacity),
         }
     }
 
@@ -189,23 +175,8 @@ impl Shared {
     /// Only the I/O thread changes the state (through the engine's checked transition).
     pub(crate) fn store_state(&self, state: State) {
         self.state.store(state.as_u8(), Ordering::Release);
-        for (_, watcher) in self.state_watchers.lock().iter() {
-            // A full channel already holds an unread notice, which is all a watcher needs.
-            let _ = watcher.try_send(());
-        }
-    }
-
-    /// Registers for a notice after each later state change (notices coalesce) until the
-    /// returned watch is dropped.
-    pub(crate) fn watch_state(&self) -> StateWatch<'_> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let id = self.next_watcher.fetch_add(1, Ordering::Relaxed);
-        self.state_watchers.lock().push((id, tx));
-        StateWatch {
-            shared: self,
-            id,
-            changes: rx,
-        }
+        // Senders waiting for room re-check whether to give up.
+        self.send_permits.wake_all();
     }
 
     /// The I/O thread's waker, for helper threads that report back to it.

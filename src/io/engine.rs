@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token};
 use tungstenite::protocol::Role;
 use tungstenite::WebSocket;
@@ -37,6 +37,12 @@ pub(crate) const WAKER: Token = Token(1);
 const MAX_BATCH: usize = 1024;
 /// ... or this many payload bytes, so one batch of large messages stays small.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Incoming payloads of at least this many bytes get their own allocation. tungstenite hands
+/// out payloads as slices of its read buffer, and a buffer with slices still alive (messages
+/// waiting in the inbound queue) cannot be reused: it is reallocated and its unread tail
+/// copied. For small messages that happens once per thousands of messages; for large ones
+/// it happens every few messages and costs far more than one copy of the payload.
+const OWN_COPY_FROM: usize = 1024;
 /// At most this many queued messages are written per loop turn before reading again.
 const MAX_WRITE_BATCH: usize = 4096;
 
@@ -196,7 +202,7 @@ impl Engine {
             Phase::Open(mut conn) => {
                 self.set_state(State::Disconnecting);
                 // Messages queued before close() go out before the close frame.
-                while let Ok(msg) = self.data_rx.try_recv() {
+                while let Some(msg) = self.take_queued() {
                     let len = msg.len() as u64;
                     if write_frame(&mut conn.ws, msg.into_tungstenite()).is_err() {
                         break;
@@ -418,8 +424,20 @@ impl Engine {
         let mut ending = None;
         while self.batch.len() < budget && bytes < MAX_BATCH_BYTES {
             let msg = match conn.ws.read() {
-                Ok(tungstenite::Message::Text(t)) => Message::Text(Utf8Bytes::from_inner(t)),
-                Ok(tungstenite::Message::Binary(b)) => Message::Binary(b),
+                Ok(tungstenite::Message::Text(t)) => {
+                    Message::Text(Utf8Bytes::from_inner(if t.len() >= OWN_COPY_FROM {
+                        t.as_str().to_owned().into()
+                    } else {
+                        t
+                    }))
+                }
+                Ok(tungstenite::Message::Binary(b)) => {
+                    Message::Binary(if b.len() >= OWN_COPY_FROM {
+                        bytes::Bytes::copy_from_slice(&b)
+                    } else {
+                        b
+                    })
+                }
                 Ok(tungstenite::Message::Ping(_)) => continue,
                 Ok(tungstenite::Message::Pong(p)) => {
                     if let Some(hb) = self.heartbeat.as_mut() {
@@ -535,6 +553,13 @@ impl Engine {
         }
     }
 
+    /// Takes the next message from the send queue, giving its slot back.
+    fn take_queued(&self) -> Option<Message> {
+        let msg = self.data_rx.try_recv().ok()?;
+        self.shared.send_permits.release(1);
+        Some(msg)
+    }
+
     /// Writes queued messages while the socket accepts them, then flushes.
     fn write_queued(&mut self, conn: &mut Conn) -> Result<()> {
         if !conn.writable {
@@ -543,9 +568,8 @@ impl Engine {
         let (mut count, mut bytes) = (0u64, 0u64);
         let mut result: Result<()> = Ok(());
         while count < MAX_WRITE_BATCH as u64 {
-            let msg = match self.data_rx.try_recv() {
-                Ok(msg) => msg,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            let Some(msg) = self.take_queued() else {
+                break;
             };
             let len = msg.len() as u64;
             match conn.ws.write(msg.into_tungstenite()) {
