@@ -5,6 +5,7 @@
 //! cargo bench --bench compare                          # full run, writes target/bench-results.json
 //! cargo bench --bench compare -- --quick               # smoke run (CI), under a minute
 //! cargo bench --bench compare -- --only inbound-64     # one row group (see --help)
+//! cargo bench --bench compare -- --only deflate        # the permessage-deflate rows
 //! cargo bench --bench compare -- --only echo --client jetsocket --scale 5   # for a profiler
 //! ```
 //!
@@ -16,13 +17,16 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use jetsocket::{
     BackoffConfig, BufferConfig, Bytes, Event, HeartbeatConfig, OverflowPolicy, SendQueueConfig,
-    SyncWebSocket,
+    SyncWebSocket, Utf8Bytes,
 };
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::WebSocket;
 
@@ -69,13 +73,16 @@ usage: cargo bench --bench compare -- [options]
   --quick            small counts, 2 repetitions (CI smoke run, under a minute)
   --reps N           repetitions per row (default 5, quick 2)
   --only LIST        comma-separated groups or prefixes: server, inbound-64, inbound-1k,
-                     inbound-16k, outbound-64, outbound-1k, outbound-64x4, echo, reconnect,
-                     idle-cpu, idle-rss (e.g. --only inbound,echo)
+                     inbound-16k, outbound-64, outbound-1k, outbound-64x4, deflate-in,
+                     deflate-out, echo, reconnect, idle-cpu, idle-rss
+                     (e.g. --only inbound,echo or --only deflate)
   --client WHO       jetsocket | raw | both (default both; one side only for profiling)
   --scale F          multiply message counts and durations by F (profiling)
   --buffer N         inbound buffer capacity for the jetsocket throughput rows (default 8192)
   --jet-opt LIST     experiment: extra jetsocket settings for every row, e.g.
-                     sendq=64,buf=100,readbuf=16384,hb=off (reported in the output)
+                     sendq=64,buf=100,readbuf=16384,hb=off,deflate=off,zlevel=1
+                     (reported in the output; deflate=off stops offering compression
+                     outside the JSON rows, zlevel sets the level of their deflate client)
   --wait-quiet SECS  before each group, wait up to SECS for other processes to use less
                      than 10% of the machine (shared machines; default 0 = don't wait)
   --json PATH        where to write results (default target/bench-results.json;
@@ -404,17 +411,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// One unmasked (server-to-client) frame with FIN set.
 fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = frame_head(0x80 | opcode, payload.len(), false);
-    f.extend_from_slice(payload);
+    let mut f = Vec::with_capacity(payload.len() + 10);
+    push_frame(&mut f, 0x80 | opcode, payload, None);
     f
 }
 
 /// One masked (client-to-server) frame with FIN set.
 fn client_frame(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut f = frame_head(0x80 | opcode, payload.len(), true);
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    push_frame(&mut f, 0x80 | opcode, payload, Some(mask));
     f
+}
+
+/// Appends one frame whose first byte is `b0` (FIN, RSV1 and opcode), masked with `mask` if
+/// given.
+fn push_frame(out: &mut Vec<u8>, b0: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+    out.extend_from_slice(&frame_head(b0, payload.len(), mask.is_some()));
+    match mask {
+        Some(mask) => {
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
 }
 
 fn frame_head(b0: u8, len: usize, masked: bool) -> Vec<u8> {
@@ -447,6 +466,253 @@ fn payload(size: usize) -> Bytes {
     Bytes::from_static(p)
 }
 
+// ----- JSON market data and permessage-deflate ------------------------------------------
+
+/// Distinct messages in the JSON pool: about 800 KB, far more than deflate's 32 KiB window,
+/// so the compressor never sees a message again that it could still refer back to.
+const JSON_POOL: usize = 1024;
+
+/// What a sync flush ends with: removed by the sender of a compressed message, appended by
+/// its receiver (RFC 7692 §7.2.1-7.2.2).
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// SplitMix64: tiny and deterministic, so the parent and the server child build the same pool.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `value` units of 10^-`decimals`, written with eight decimals as exchanges print them.
+fn push_fixed(out: &mut String, value: u64, decimals: u32) {
+    let unit = 10u64.pow(decimals);
+    let _ = write!(
+        out,
+        "\"{}.{:0width$}{}\"",
+        value / unit,
+        value % unit,
+        "0".repeat(8 - decimals as usize),
+        width = decimals as usize
+    );
+}
+
+/// Order-book updates shaped like a large exchange's public depth stream: `{"e":"depthUpdate",
+/// "E":..,"s":..,"U":..,"u":..,"b":[[price,qty],..],"a":[..]}` with 3 to 20 levels a side
+/// (about 270 to 1,350 bytes), six symbols, drifting prices, update ids and event times, and
+/// one level in ten removed (quantity zero). Static, so a send clones no string.
+fn json_pool() -> &'static [&'static str] {
+    static POOL: OnceLock<Vec<&'static str>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let mut rng = SplitMix(0x6a65_7473_6f63_6b74);
+        // (symbol, mid price in ticks, decimals of a tick, decimals of a quantity, last id)
+        let mut books = [
+            ("BTCUSDT", 4_325_010u64, 2u32, 5u32, 0u64),
+            ("ETHUSDT", 228_137, 2, 4, 0),
+            ("SOLUSDT", 61_245, 3, 3, 0),
+            ("BNBUSDT", 312_400, 3, 3, 0),
+            ("XRPUSDT", 6_184, 4, 1, 0),
+            ("DOGEUSDT", 82_410, 6, 0, 0),
+        ];
+        for b in &mut books {
+            b.4 = 1_000_000_000 + rng.below(9_000_000_000);
+        }
+        let mut time = 1_700_000_000_123u64;
+        (0..JSON_POOL)
+            .map(|_| {
+                let i = rng.below(books.len() as u64) as usize;
+                let (symbol, mid, tick_decimals, qty_decimals, last) = &mut books[i];
+                time += 1 + rng.below(120);
+                let first = *last + 1;
+                *last = first + rng.below(40);
+                *mid = (*mid + rng.below(21)).saturating_sub(10).max(1000);
+                let mut m = String::with_capacity(1400);
+                let _ = write!(
+                    m,
+                    "{{\"e\":\"depthUpdate\",\"E\":{time},\"s\":\"{symbol}\",\"U\":{first},\"u\":{last}"
+                );
+                for (side, dir) in [("b", -1i64), ("a", 1)] {
+                    let _ = write!(m, ",\"{side}\":[");
+                    let mut price = *mid as i64;
+                    for level in 0..3 + rng.below(18) {
+                        price += dir * (1 + rng.below(4) as i64);
+                        let qty = if rng.below(10) == 0 {
+                            0
+                        } else {
+                            // Mostly small orders, now and then a large one.
+                            let digits = 2 + rng.below(4) as u32;
+                            rng.below(10u64.pow(digits)) + 1
+                        };
+                        m.push_str(if level == 0 { "[" } else { ",[" });
+                        push_fixed(&mut m, price.max(1) as u64, *tick_decimals);
+                        m.push(',');
+                        push_fixed(&mut m, qty, *qty_decimals);
+                        m.push(']');
+                    }
+                    m.push(']');
+                }
+                m.push('}');
+                &*Box::leak(m.into_boxed_str())
+            })
+            .collect()
+    })
+}
+
+/// (smallest, largest, mean) message size of the pool, in bytes.
+fn json_pool_sizes() -> (usize, usize, f64) {
+    let pool = json_pool();
+    let lens = pool.iter().map(|m| m.len());
+    let total: usize = lens.clone().sum();
+    (
+        lens.clone().min().unwrap_or(0),
+        lens.max().unwrap_or(0),
+        total as f64 / pool.len().max(1) as f64,
+    )
+}
+
+/// Compresses one message as RFC 7692 §7.2.1 says: deflate with a sync flush, keeping the
+/// context, then without the flush's `00 00 ff ff`.
+fn deflate_message(c: &mut Compress, msg: &[u8], out: &mut Vec<u8>) -> Res<()> {
+    out.clear();
+    let mut input = msg;
+    loop {
+        // Deflate never grows data by more than a few bytes per block: one call is the rule.
+        out.reserve(input.len() + 64);
+        let before = c.total_in();
+        c.compress_vec(input, out, FlushCompress::Sync)?;
+        input = &input[(c.total_in() - before) as usize..];
+        if input.is_empty() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    if !out.ends_with(&DEFLATE_TAIL) {
+        return Err("a sync flush did not end with 00 00 ff ff".into());
+    }
+    out.truncate(out.len() - DEFLATE_TAIL.len());
+    Ok(())
+}
+
+/// Feeds `input` to the inflater, appending what comes out to `out` (at most `limit` bytes).
+fn inflate_into(d: &mut Decompress, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Res<()> {
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(4096);
+        }
+        let (in0, out0) = (d.total_in(), d.total_out());
+        d.decompress_vec(input, out, FlushDecompress::Sync)?;
+        input = &input[(d.total_in() - in0) as usize..];
+        if out.len() > limit {
+            return Err(format!("a message inflated past {limit} bytes").into());
+        }
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(());
+        }
+        if d.total_in() == in0 && d.total_out() == out0 {
+            return Err("inflate made no progress".into());
+        }
+    }
+}
+
+/// Inflates one compressed message (RFC 7692 §7.2.2: the payload, then `00 00 ff ff`).
+fn inflate_message(d: &mut Decompress, wire: &[u8], out: &mut Vec<u8>) -> Res<()> {
+    out.clear();
+    inflate_into(d, wire, out, 1 << 20)?;
+    inflate_into(d, &DEFLATE_TAIL, out, 1 << 20)
+}
+
+/// Pre-encoded frames of the JSON pool, written as `first` and then `steady` over and over.
+/// Compressed, `first` is the pool compressed from a fresh context, and `steady` the pool
+/// compressed right after it, by the same compressor. A back-reference reaches at most 32 KiB,
+/// far less than one pass over the pool, so whatever precedes any message of `steady` within
+/// its reach is the same in every later pass: `steady` after `steady` is exactly what live
+/// compression with context takeover would send, without paying for it while measuring.
+struct JsonFrames {
+    first: FrameCycle,
+    steady: FrameCycle,
+}
+
+#[derive(Default)]
+struct FrameCycle {
+    bytes: Vec<u8>,
+    /// Where each frame ends in `bytes`.
+    ends: Vec<usize>,
+    /// Payload bytes of the frames up to and including each one.
+    payload: Vec<u64>,
+}
+
+impl JsonFrames {
+    /// Server frames (`mask` = None) or client frames of the pool's messages, as text,
+    /// compressed (RSV1 set) or not.
+    fn build(deflate: bool, mask: Option<[u8; 4]>) -> Res<JsonFrames> {
+        let pool = json_pool();
+        let pool_bytes: usize = pool.iter().map(|m| m.len()).sum();
+        if pool_bytes < 64 * 1024 {
+            return Err("the JSON pool is too small to repeat under deflate's window".into());
+        }
+        let mut c = Compress::new(Compression::default(), false);
+        let mut z = Vec::new();
+        let mut cycle = || -> Res<FrameCycle> {
+            let mut f = FrameCycle::default();
+            let mut total = 0u64;
+            for msg in pool {
+                let payload = if deflate {
+                    deflate_message(&mut c, msg.as_bytes(), &mut z)?;
+                    &z[..]
+                } else {
+                    msg.as_bytes()
+                };
+                push_frame(
+                    &mut f.bytes,
+                    if deflate { 0xc1 } else { 0x81 },
+                    payload,
+                    mask,
+                );
+                total += payload.len() as u64;
+                f.ends.push(f.bytes.len());
+                f.payload.push(total);
+            }
+            Ok(f)
+        };
+        let first = cycle()?;
+        let steady = cycle()?;
+        Ok(JsonFrames { first, steady })
+    }
+
+    /// Cached per kind: (deflate, client frames).
+    fn get(deflate: bool, client: bool) -> Res<&'static JsonFrames> {
+        static CACHE: [OnceLock<Result<JsonFrames, String>>; 4] = [const { OnceLock::new() }; 4];
+        let slot = &CACHE[usize::from(deflate) * 2 + usize::from(client)];
+        slot.get_or_init(|| {
+            JsonFrames::build(deflate, client.then_some([0x5a, 0x1e, 0x2b, 0x77]))
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| e.clone().into())
+    }
+
+    /// Writes the first `n` messages; returns their payload bytes.
+    fn write(&self, w: &mut impl Write, n: u64) -> io::Result<u64> {
+        let (mut left, mut bytes, mut cycle) = (n, 0, &self.first);
+        while left > 0 {
+            let k = left.min(cycle.ends.len() as u64) as usize;
+            w.write_all(&cycle.bytes[..cycle.ends[k - 1]])?;
+            bytes += cycle.payload[k - 1];
+            left -= k as u64;
+            cycle = &self.steady;
+        }
+        Ok(bytes)
+    }
+}
+
 // ----- the server (child process) -------------------------------------------------------
 
 mod server {
@@ -467,6 +733,8 @@ mod server {
         wall_ns: u64,
         cpu_ns: u64,
         count: u64,
+        /// Payload bytes on the wire (compressed ones as compressed).
+        bytes: u64,
     }
 
     #[derive(Default)]
@@ -545,8 +813,8 @@ mod server {
                     for rec in recs {
                         let _ = write!(
                             r,
-                            " {}:{}:{}:{}",
-                            rec.kind, rec.wall_ns, rec.cpu_ns, rec.count
+                            " {}:{}:{}:{}:{}",
+                            rec.kind, rec.wall_ns, rec.cpu_ns, rec.count, rec.bytes
                         );
                     }
                     r
@@ -576,9 +844,19 @@ mod server {
     fn serve(stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let mut path = String::new();
+        let mut deflate = false;
         #[allow(clippy::result_large_err)] // tungstenite's callback signature
-        let callback = |req: &Request, resp: Response| {
+        let callback = |req: &Request, mut resp: Response| {
             path = req.uri().path().to_owned();
+            // Only the JSON rows that ask for it take a permessage-deflate offer; everywhere
+            // else the server ignores it, as a server without the extension does.
+            if path.ends_with("/deflate") && offers_deflate(req) {
+                resp.headers_mut().insert(
+                    "Sec-WebSocket-Extensions",
+                    HeaderValue::from_static("permessage-deflate"),
+                );
+                deflate = true;
+            }
             Ok(resp)
         };
         let Ok(mut ws) = tungstenite::accept_hdr(stream, callback) else {
@@ -594,6 +872,8 @@ mod server {
         match parts.first().copied() {
             Some("flood") => flood(&mut ws, num(1) as usize, num(2)),
             Some("sink") => return sink(ws, num(1)),
+            Some("json-flood") => json_flood(&mut ws, num(1), deflate),
+            Some("json-sink") => return json_sink(ws, num(1), deflate),
             Some("drop") => return echo(&mut ws, true),
             _ => {}
         }
@@ -649,6 +929,7 @@ mod server {
             wall_ns: t0.elapsed().as_nanos() as u64,
             cpu_ns: own_thread_cpu().saturating_sub(cpu0),
             count,
+            bytes: count * size as u64,
         };
         with_state(|s| s.records.push(rec));
     }
@@ -663,7 +944,7 @@ mod server {
         let mut buf = vec![0u8; 256 * 1024];
         let (mut start, mut end) = (0usize, 0usize);
         let mut skip = 0u64;
-        let mut seen = 0u64;
+        let (mut seen, mut bytes) = (0u64, 0u64);
         let mut t0: Option<(Instant, u64)> = None;
         loop {
             if skip > 0 {
@@ -724,6 +1005,7 @@ mod server {
                     continue;
                 }
                 start += head;
+                bytes += len;
                 let have = (end - start) as u64;
                 if have >= len {
                     start += len as usize;
@@ -740,11 +1022,214 @@ mod server {
                             wall_ns: t.elapsed().as_nanos() as u64,
                             cpu_ns: own_thread_cpu().saturating_sub(c),
                             count,
+                            bytes,
                         };
                         with_state(|s| s.records.push(rec));
                         if stream.write_all(&server_frame(1, b"done")).is_err() {
                             return;
                         }
+                    }
+                }
+            }
+            if start == end {
+                start = 0;
+                end = 0;
+            } else if start > 0 {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            match stream.read(&mut buf[end..]) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if t0.is_none() {
+                        t0 = Some((Instant::now(), own_thread_cpu()));
+                    }
+                    end += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether the request offers permessage-deflate in a form this server can take: context
+    /// takeover and a full window on its own side (it answers with the bare name, which keeps
+    /// every default, RFC 7692 §7.1).
+    fn offers_deflate(req: &Request) -> bool {
+        req.headers()
+            .get_all("sec-websocket-extensions")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|offer| {
+                let mut parts = offer.split(';').map(str::trim);
+                parts
+                    .next()
+                    .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
+                    && parts.all(|p| {
+                        let name = p.split('=').next().unwrap_or("").trim();
+                        !name.eq_ignore_ascii_case("server_no_context_takeover")
+                            && !name.eq_ignore_ascii_case("server_max_window_bits")
+                    })
+            })
+    }
+
+    /// Waits for any data message, then writes `count` messages of the JSON pool as text
+    /// frames, pre-encoded (compressed ones included: see [`JsonFrames`]), then serves the
+    /// close handshake.
+    fn json_flood(ws: &mut WebSocket<TcpStream>, count: u64, deflate: bool) {
+        // Built by the first connection (an unmeasured warm-up), before it reads `go`.
+        let frames = match JsonFrames::get(deflate, false) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("server: cannot encode the JSON pool: {e}");
+                return;
+            }
+        };
+        loop {
+            match ws.read() {
+                Ok(m) if m.is_text() || m.is_binary() => break,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        let (t0, cpu0) = (Instant::now(), own_thread_cpu());
+        let Ok(bytes) = frames.write(ws.get_mut(), count) else {
+            return;
+        };
+        let rec = Record {
+            kind: "json-flood",
+            wall_ns: t0.elapsed().as_nanos() as u64,
+            cpu_ns: own_thread_cpu().saturating_sub(cpu0),
+            count,
+            bytes,
+        };
+        with_state(|s| s.records.push(rec));
+    }
+
+    /// Takes `count` messages of the JSON pool, in order, and checks each: an uncompressed
+    /// one by its length (its payload is skipped, like [`sink`] does), a compressed one by
+    /// inflating it (a persistent inflater: context takeover) and comparing it with the pool.
+    /// Then records its times and sends a text frame `done`, or `error: ...` if a message
+    /// was wrong. Answers pings and the close handshake by hand.
+    fn json_sink(ws: WebSocket<TcpStream>, count: u64, deflate: bool) {
+        let pool = json_pool();
+        let mut stream = ws.into_inner();
+        let mut inflater = deflate.then(|| Decompress::new(false));
+        let mut buf = vec![0u8; 256 * 1024];
+        let (mut start, mut end) = (0usize, 0usize);
+        // The message being assembled: compressed (RSV1 on its first frame) or not, its
+        // unmasked compressed payload, its uncompressed length so far.
+        let (mut compressed, mut zmsg, mut plain_len) = (false, Vec::new(), 0usize);
+        let mut inflated = Vec::with_capacity(4096);
+        let (mut seen, mut bytes) = (0u64, 0u64);
+        let mut failure: Option<String> = None;
+        let mut t0: Option<(Instant, u64)> = None;
+        loop {
+            // Whole frames only: every frame here is small, and the buffer grows for any
+            // that is not.
+            while end - start >= 2 {
+                let (b0, b1) = (buf[start], buf[start + 1]);
+                let len7 = (b1 & 0x7f) as usize;
+                let ext = match len7 {
+                    126 => 2,
+                    127 => 8,
+                    _ => 0,
+                };
+                let masked = b1 & 0x80 != 0;
+                let head = 2 + ext + if masked { 4 } else { 0 };
+                if end - start < head {
+                    break;
+                }
+                let len = match len7 {
+                    126 => u16::from_be_bytes([buf[start + 2], buf[start + 3]]) as usize,
+                    127 => {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&buf[start + 2..start + 10]);
+                        u64::from_be_bytes(b) as usize
+                    }
+                    n => n,
+                };
+                if end - start < head + len {
+                    if head + len > buf.len() {
+                        buf.resize((head + len).next_power_of_two(), 0);
+                    }
+                    break;
+                }
+                let mask = [0, 1, 2, 3].map(|i| if masked { buf[start + head - 4 + i] } else { 0 });
+                let body = start + head..start + head + len;
+                start = body.end;
+                let opcode = b0 & 0x0f;
+                if opcode >= 8 {
+                    let payload: Vec<u8> = buf[body]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| b ^ mask[i % 4])
+                        .collect();
+                    match opcode {
+                        8 => {
+                            let _ = stream.write_all(&server_frame(8, &[0x03, 0xe8]));
+                            let _ = stream.shutdown(Shutdown::Write);
+                            return;
+                        }
+                        9 if stream.write_all(&server_frame(10, &payload)).is_err() => return,
+                        _ => {}
+                    }
+                    continue;
+                }
+                bytes += len as u64;
+                if opcode != 0 {
+                    compressed = b0 & 0x40 != 0;
+                    zmsg.clear();
+                    plain_len = 0;
+                }
+                if compressed {
+                    zmsg.extend(buf[body].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+                } else {
+                    plain_len += len;
+                }
+                if b0 & 0x80 == 0 {
+                    continue;
+                }
+                let expected = pool[(seen % pool.len() as u64) as usize].as_bytes();
+                if failure.is_none() {
+                    failure = match (compressed, inflater.as_mut()) {
+                        (false, _) if plain_len == expected.len() => None,
+                        (false, _) => Some(format!(
+                            "message {seen}: {plain_len} bytes, expected {}",
+                            expected.len()
+                        )),
+                        (true, None) => Some(format!(
+                            "message {seen}: compressed, but compression was not negotiated"
+                        )),
+                        (true, Some(d)) => match inflate_message(d, &zmsg, &mut inflated) {
+                            Ok(()) if inflated == expected => None,
+                            Ok(()) => Some(format!("message {seen} inflated to other bytes")),
+                            Err(e) => Some(format!("message {seen}: {e}")),
+                        },
+                    };
+                }
+                seen += 1;
+                if seen == count {
+                    let (t, c) = t0.unwrap_or((Instant::now(), own_thread_cpu()));
+                    let rec = Record {
+                        kind: "json-sink",
+                        wall_ns: t.elapsed().as_nanos() as u64,
+                        cpu_ns: own_thread_cpu().saturating_sub(c),
+                        count,
+                        bytes,
+                    };
+                    with_state(|s| s.records.push(rec));
+                    let reply = match &failure {
+                        None => "done".to_owned(),
+                        Some(f) => format!("error: {f}"),
+                    };
+                    if stream
+                        .write_all(&server_frame(1, reply.as_bytes()))
+                        .is_err()
+                    {
+                        return;
                     }
                 }
             }
@@ -785,6 +1270,8 @@ struct ServerRecord {
     wall_ns: u64,
     cpu_ns: u64,
     count: u64,
+    /// Payload bytes on the wire.
+    bytes: u64,
 }
 
 impl ServerRecord {
@@ -842,6 +1329,7 @@ impl Server {
                     wall_ns: f.get(1)?.parse().ok()?,
                     cpu_ns: f.get(2)?.parse().ok()?,
                     count: f.get(3)?.parse().ok()?,
+                    bytes: f.get(4)?.parse().ok()?,
                 })
             })
             .collect();
@@ -911,6 +1399,8 @@ fn jet_builder(url: &str) -> jetsocket::Builder {
             "buf" => b.buffer(BufferConfig::new(n)),
             "readbuf" => b.read_buffer_size(n),
             "hb" if v == "off" => b.heartbeat(None),
+            "zlevel" => b.compression_level(n as u32),
+            "deflate" if v == "off" => b.compression(false),
             _ => {
                 eprintln!("ignoring unknown --jet-opt {kv:?}");
                 b
@@ -1070,6 +1560,239 @@ fn outbound(who: Who, server: &Server, size: usize, count: u64, senders: u64) ->
                 secs,
                 count,
                 cpu_ns,
+            })
+        }
+    }
+}
+
+/// The three clients of the JSON rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonClient {
+    /// Raw tungstenite (it has no permessage-deflate).
+    Raw,
+    /// jetsocket with `.compression(false)`.
+    Plain,
+    /// jetsocket with compression negotiated (default settings: level 6, threshold 128).
+    Deflate,
+}
+
+impl JsonClient {
+    const ALL: [JsonClient; 3] = [JsonClient::Raw, JsonClient::Plain, JsonClient::Deflate];
+
+    fn who(self) -> Who {
+        match self {
+            JsonClient::Raw => Who::Raw,
+            JsonClient::Plain | JsonClient::Deflate => Who::Jet,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn url(self, server: &Server, kind: &str, count: u64) -> String {
+        let suffix = if self == JsonClient::Deflate {
+            "/deflate"
+        } else {
+            ""
+        };
+        server.url(&format!("/{kind}/{count}{suffix}"))
+    }
+
+    /// A jetsocket connection with compression on or off as this client wants, checked.
+    fn jet_connect(self, builder: jetsocket::Builder) -> Res<SyncWebSocket> {
+        let deflate = self == JsonClient::Deflate;
+        let ws = builder.compression(deflate).connect()?;
+        if ws.stats().compression.active != deflate {
+            let _ = ws.close();
+            return Err(format!(
+                "compression is {} on a connection that asked for it {}",
+                if deflate { "off" } else { "on" },
+                if deflate { "on" } else { "off" },
+            )
+            .into());
+        }
+        Ok(ws)
+    }
+}
+
+/// One client's result for one run of a JSON row: its times, and for jetsocket with
+/// compression its own count of compressed payload bytes (`stats().compression`).
+struct JsonRun {
+    t: Throughput,
+    wire_bytes: Option<u64>,
+}
+
+/// Consumes `count` JSON messages from `/json-flood`. Every message's length is checked;
+/// with `verify`, its text too.
+fn json_inbound(
+    client: JsonClient,
+    server: &Server,
+    count: u64,
+    buffer: usize,
+    verify: bool,
+) -> Res<JsonRun> {
+    let pool = json_pool();
+    let url = client.url(server, "json-flood", count);
+    let check = |n: u64, text: Option<&str>, len: usize| -> Res<()> {
+        let expected = pool[(n % pool.len() as u64) as usize];
+        match text {
+            None => Err(format!("message {n} is not text").into()),
+            Some(t) if verify && t != expected => Err(format!("message {n} has other text").into()),
+            Some(_) if len != expected.len() => {
+                Err(format!("message {n}: {len} bytes, expected {}", expected.len()).into())
+            }
+            Some(_) => Ok(()),
+        }
+    };
+    match client.who() {
+        Who::Jet => {
+            let ws =
+                client
+                    .jet_connect(jet_builder(&url).buffer(
+                        BufferConfig::new(buffer).overflow_policy(OverflowPolicy::Block),
+                    ))?;
+            let cpu0 = thread_cpu_snapshot();
+            let t0 = Instant::now();
+            ws.send_text("go")?;
+            let mut n = 0u64;
+            for msg in ws.messages() {
+                check(n, msg.as_text(), msg.len())?;
+                n += 1;
+                if n == count {
+                    break;
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu_ns = cpu_since(&cpu0);
+            if n != count {
+                return Err(format!("jetsocket got {n} of {count} messages").into());
+            }
+            let c = ws.stats().compression;
+            ws.close()?;
+            let wire_bytes = if client == JsonClient::Deflate {
+                if c.received_messages != count {
+                    return Err(format!(
+                        "jetsocket counted {} compressed messages of {count}",
+                        c.received_messages
+                    )
+                    .into());
+                }
+                Some(c.received_wire_bytes)
+            } else {
+                None
+            };
+            Ok(JsonRun {
+                t: Throughput {
+                    secs,
+                    count,
+                    cpu_ns,
+                },
+                wire_bytes,
+            })
+        }
+        Who::Raw => {
+            let mut ws = raw_connect(&url, None)?;
+            let cpu0 = thread_cpu_snapshot();
+            let t0 = Instant::now();
+            ws.send(tungstenite::Message::text("go"))?;
+            let mut n = 0u64;
+            while n < count {
+                match ws.read()? {
+                    tungstenite::Message::Text(t) => check(n, Some(t.as_str()), t.len())?,
+                    tungstenite::Message::Binary(_) => check(n, None, 0)?,
+                    _ => continue,
+                }
+                n += 1;
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu_ns = cpu_since(&cpu0);
+            raw_close(ws);
+            Ok(JsonRun {
+                t: Throughput {
+                    secs,
+                    count,
+                    cpu_ns,
+                },
+                wire_bytes: None,
+            })
+        }
+    }
+}
+
+/// Sends `count` JSON messages (the pool in order, as text) to `/json-sink`, which checks
+/// each one. The clock stops at the server's `done`.
+fn json_outbound(client: JsonClient, server: &Server, count: u64) -> Res<JsonRun> {
+    let pool = json_pool();
+    let url = client.url(server, "json-sink", count);
+    let text = |i: u64| pool[(i % pool.len() as u64) as usize];
+    let reply_ok = |reply: Option<&str>| -> Res<()> {
+        match reply {
+            Some("done") => Ok(()),
+            other => Err(format!("the server answered {other:?}").into()),
+        }
+    };
+    match client.who() {
+        Who::Jet => {
+            let ws = client.jet_connect(jet_builder(&url))?;
+            let cpu0 = thread_cpu_snapshot();
+            let t0 = Instant::now();
+            for i in 0..count {
+                ws.send_text(Utf8Bytes::from_static(text(i)))?;
+            }
+            let reply = ws.recv_timeout(Duration::from_secs(120))?;
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu_ns = cpu_since(&cpu0);
+            reply_ok(reply.as_text())?;
+            let c = ws.stats().compression;
+            ws.close()?;
+            let wire_bytes = if client == JsonClient::Deflate {
+                if c.sent_messages != count {
+                    return Err(format!(
+                        "jetsocket compressed {} of {count} messages",
+                        c.sent_messages
+                    )
+                    .into());
+                }
+                Some(c.sent_wire_bytes)
+            } else {
+                None
+            };
+            Ok(JsonRun {
+                t: Throughput {
+                    secs,
+                    count,
+                    cpu_ns,
+                },
+                wire_bytes,
+            })
+        }
+        Who::Raw => {
+            let mut ws = raw_connect(&url, None)?;
+            let cpu0 = thread_cpu_snapshot();
+            let t0 = Instant::now();
+            for i in 0..count {
+                ws.write(tungstenite::Message::Text(
+                    tungstenite::Utf8Bytes::from_static(text(i)),
+                ))?;
+            }
+            ws.flush()?;
+            let reply = loop {
+                if let tungstenite::Message::Text(t) = ws.read()? {
+                    break t;
+                }
+            };
+            let secs = t0.elapsed().as_secs_f64();
+            let cpu_ns = cpu_since(&cpu0);
+            reply_ok(Some(reply.as_str()))?;
+            raw_close(ws);
+            Ok(JsonRun {
+                t: Throughput {
+                    secs,
+                    count,
+                    cpu_ns,
+                },
+                wire_bytes: None,
             })
         }
     }
@@ -1367,6 +2090,43 @@ fn server_capacity(server: &mut Server, flood: bool, size: usize, count: u64) ->
     }
 }
 
+/// How fast the server alone takes compressed JSON: pre-encoded compressed client frames
+/// written to `/json-sink/<count>/deflate`, which inflates and checks every message (the
+/// server's work in the outbound deflate row). Returns messages per second.
+fn json_sink_capacity(server: &mut Server, count: u64) -> Res<f64> {
+    let frames = JsonFrames::get(true, true)?;
+    let mut request = server
+        .url(&format!("/json-sink/{count}/deflate"))
+        .into_client_request()?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Extensions",
+        HeaderValue::from_static("permessage-deflate"),
+    );
+    let stream = TcpStream::connect(("127.0.0.1", server.port))?;
+    stream.set_nodelay(true)?;
+    let (ws, response) = tungstenite::client::client_with_config(request, stream, None)
+        .map_err(|e| format!("raw handshake: {e}"))?;
+    if !response.headers().contains_key("sec-websocket-extensions") {
+        return Err("the server did not accept permessage-deflate".into());
+    }
+    let mut stream = ws.into_inner();
+    let t0 = Instant::now();
+    frames.write(&mut stream, count)?;
+    let mut ws = WebSocket::from_raw_socket(stream, Role::Client, None);
+    let reply = loop {
+        if let tungstenite::Message::Text(t) = ws.read()? {
+            break t;
+        }
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    server.records(1)?;
+    raw_close(ws);
+    if reply.as_str() != "done" {
+        return Err(format!("the server answered {reply:?}").into());
+    }
+    Ok(count as f64 / secs)
+}
+
 // ----- rows and reporting ---------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1377,6 +2137,7 @@ enum Unit {
     Micros,
     PercentCore,
     Mebibytes,
+    BytesPerMsg,
 }
 
 impl Unit {
@@ -1388,6 +2149,7 @@ impl Unit {
             Unit::Micros => "µs",
             Unit::PercentCore => "% core",
             Unit::Mebibytes => "MiB",
+            Unit::BytesPerMsg => "B/msg",
         }
     }
 
@@ -1408,6 +2170,7 @@ impl Unit {
             Unit::Micros => format!("{v:.1}"),
             Unit::PercentCore => format!("{v:.3}"),
             Unit::Mebibytes => format!("{v:.1}"),
+            Unit::BytesPerMsg => format!("{v:.0}"),
         }
     }
 
@@ -1477,6 +2240,10 @@ struct Row {
     raw: Vec<f64>,
     target: Option<Target>,
     note: String,
+    /// Whether both sides do the same work. The compressed JSON rows do not (raw
+    /// tungstenite cannot compress): their ratio prices a feature, not overhead, and the
+    /// chart leaves them out.
+    like_for_like: bool,
 }
 
 impl Row {
@@ -1489,6 +2256,7 @@ impl Row {
             raw: Vec::new(),
             target: None,
             note: String::new(),
+            like_for_like: true,
         }
     }
 
@@ -1652,6 +2420,24 @@ fn run(opts: Opts) -> Res<()> {
             group_outbound(&opts, s, r, id, label, size, senders, count)
         })?;
     }
+    // Compressing costs tens of µs a message: the deflate client gets fewer messages, so
+    // that every client runs for a similar time.
+    for (id, outbound, full, quick, zfull, zquick) in [
+        (
+            "deflate-in",
+            false,
+            300_000u64,
+            20_000u64,
+            150_000u64,
+            10_000u64,
+        ),
+        ("deflate-out", true, 300_000, 20_000, 30_000, 2_000),
+    ] {
+        let counts = (opts.count(full, quick), opts.count(zfull, zquick));
+        group(id, &mut report, &mut server, &mut |r, s| {
+            group_json(&opts, s, r, id, outbound, counts)
+        })?;
+    }
     group("echo", &mut report, &mut server, &mut |r, s| {
         group_echo(&opts, s, r)
     })?;
@@ -1813,6 +2599,189 @@ fn group_outbound(
         report.rows.extend([rate, cpu]);
     }
     report.server_busy.push((label.into(), busy_jet, busy_raw));
+    Ok(())
+}
+
+/// JSON market data with and without permessage-deflate: raw tungstenite, jetsocket
+/// uncompressed and jetsocket compressed, in turn. Each jetsocket variant gets its own rows
+/// against the same raw samples; the wire row's ratio is the compression ratio.
+fn group_json(
+    opts: &Opts,
+    server: &mut Server,
+    report: &mut Report,
+    id: &str,
+    outbound: bool,
+    (count, zcount): (u64, u64),
+) -> Res<()> {
+    let label = if outbound {
+        "outbound JSON"
+    } else {
+        "inbound JSON"
+    };
+    // Without the feature, jetsocket never offers compression: its row would only fail.
+    let deflate_built = cfg!(feature = "deflate");
+    if !deflate_built {
+        report.notes.push(format!(
+            "{label}: no compressed client, jetsocket was built without the `deflate` feature"
+        ));
+    }
+    let clients: Vec<JsonClient> = JsonClient::ALL
+        .into_iter()
+        .filter(|c| opts.clients.contains(&c.who()))
+        .filter(|c| *c != JsonClient::Deflate || deflate_built)
+        .collect();
+    let (min, max, mean) = json_pool_sizes();
+    eprintln!(
+        "{label} ({min}–{max} B, mean {mean:.0} B): {count} messages ({zcount} compressed) x {} \
+         repetitions ...",
+        opts.reps
+    );
+    let count_for = |c: JsonClient| {
+        if c == JsonClient::Deflate {
+            zcount
+        } else {
+            count
+        }
+    };
+    let run = |client: JsonClient, server: &mut Server, n: u64, verify: bool| -> Res<JsonRun> {
+        if outbound {
+            json_outbound(client, server, n)
+        } else {
+            json_inbound(client, server, n, opts.buffer, verify)
+        }
+    };
+    if outbound && opts.clients.contains(&Who::Jet) {
+        let mut v = Vec::new();
+        for _ in 0..opts.reps {
+            v.push(json_sink_capacity(server, zcount)?);
+        }
+        report
+            .server_capacity
+            .push(("server sink JSON, inflating".into(), v));
+    }
+    // Per client: msg/s, CPU ns/msg, wire payload bytes/msg, server busy share.
+    let mut rate = [const { Vec::new() }; 3];
+    let mut cpu = [const { Vec::new() }; 3];
+    let mut wire = [const { Vec::new() }; 3];
+    let mut busy = [const { Vec::new() }; 3];
+    // One short unmeasured run each, checking every message's text.
+    for &c in &clients {
+        run(c, server, (count_for(c) / 10).max(1), true)?;
+        server.records(1)?;
+    }
+    for rep in 0..opts.reps {
+        let mut order = clients.clone();
+        let shift = rep % order.len().max(1);
+        order.rotate_left(shift);
+        for c in order {
+            let r = run(c, server, count_for(c), false)?;
+            let rec = server.records(1)?.remove(0);
+            if let Some(own) = r.wire_bytes {
+                if own != rec.bytes {
+                    return Err(format!(
+                        "{label}: jetsocket counted {own} compressed bytes, the server {}",
+                        rec.bytes
+                    )
+                    .into());
+                }
+            }
+            let i = c.index();
+            rate[i].push(r.t.count as f64 / r.t.secs);
+            cpu[i].push(r.t.cpu_ns as f64 / r.t.count as f64);
+            wire[i].push(rec.bytes as f64 / rec.count.max(1) as f64);
+            busy[i].push(rec.busy());
+        }
+    }
+    let (raw, plain, z) = (
+        JsonClient::Raw.index(),
+        JsonClient::Plain.index(),
+        JsonClient::Deflate.index(),
+    );
+    let row = |suffix: &str, what: &str, unit: Unit, jet: &[f64], raw: &[f64]| {
+        let mut r = Row::new(&format!("{id}{suffix}"), &format!("{label}, {what}"), unit);
+        r.jet = jet.to_vec();
+        r.raw = raw.to_vec();
+        r.like_for_like = suffix.starts_with("-plain");
+        r
+    };
+    let mut rows = [
+        row(
+            "-plain",
+            "uncompressed msg/s",
+            Unit::MsgPerSec,
+            &rate[plain],
+            &rate[raw],
+        ),
+        row("", "deflate msg/s", Unit::MsgPerSec, &rate[z], &rate[raw]),
+        row(
+            "-plain-cpu",
+            "uncompressed client CPU/msg",
+            Unit::NsPerMsg,
+            &cpu[plain],
+            &cpu[raw],
+        ),
+        row(
+            "-cpu",
+            "deflate client CPU/msg",
+            Unit::NsPerMsg,
+            &cpu[z],
+            &cpu[raw],
+        ),
+        row(
+            "-wire",
+            "deflate wire bytes/msg",
+            Unit::BytesPerMsg,
+            &wire[z],
+            &wire[raw],
+        ),
+    ];
+    rows[0].note = format!(
+        "{count} messages per run ({zcount} with deflate); {JSON_POOL} distinct depth updates \
+         of {min}–{max} B (mean {mean:.0} B) sent as text{}",
+        if outbound {
+            String::new()
+        } else {
+            format!("; jetsocket buffer {} (Block)", opts.buffer)
+        }
+    );
+    let extra_cpu = median(&cpu[z]) - median(&cpu[plain]);
+    let saved = median(
+        &wire[raw]
+            .iter()
+            .chain(&wire[plain])
+            .copied()
+            .collect::<Vec<_>>(),
+    ) - median(&wire[z]);
+    if extra_cpu.is_finite() && saved > 0.0 {
+        rows[3].note = format!(
+            "{} ns more than uncompressed jetsocket, for {} B less on the wire per message \
+             ({:.1} ns per byte saved)",
+            Unit::NsPerMsg.fmt(extra_cpu),
+            Unit::BytesPerMsg.fmt(saved),
+            extra_cpu / saved
+        );
+    }
+    rows[4].note = format!(
+        "payload bytes, frame headers left out; raw and uncompressed jetsocket carry the text \
+         as it is; {}, context takeover both ways; ratio = compressed / plain; jetsocket's own \
+         count (stats().compression) agrees",
+        if outbound {
+            "jetsocket compresses at its level (default 6; --jet-opt zlevel=N)"
+        } else {
+            "the server compresses at level 6"
+        }
+    );
+    report.rows.extend(rows);
+    report.server_busy.push((
+        format!("{label}, uncompressed"),
+        busy[plain].clone(),
+        busy[raw].clone(),
+    ));
+    report.server_busy.push((
+        format!("{label}, deflate"),
+        busy[z].clone(),
+        busy[raw].clone(),
+    ));
     Ok(())
 }
 
@@ -2017,7 +2986,7 @@ fn print_report(report: &Report, date: &str, cores: usize, load: &str, opts: &Op
     if !report.server_capacity.is_empty() {
         println!();
         println!(
-            "server alone, 64 B (flood to a byte-discarding reader / sink of pre-encoded frames), msg/s:"
+            "server alone (flood to a byte-discarding reader / sink of pre-encoded frames), msg/s:"
         );
         for (label, v) in &report.server_capacity {
             println!("  {label:<28} {}", spread(Unit::MsgPerSec, v));
@@ -2132,7 +3101,7 @@ fn to_json(
             format!(
                 "    {{\"id\": {}, \"label\": {}, \"unit\": {}, \"higher_is_better\": {}, \
                  \"jetsocket\": {}, \"raw\": {}, \"ratio\": {}, \"target\": {}, \"target_met\": {}, \
-                 \"note\": {}}}",
+                 \"like_for_like\": {}, \"note\": {}}}",
                 json_str(&r.id),
                 json_str(&r.label),
                 json_str(r.unit.name()),
@@ -2143,6 +3112,7 @@ fn to_json(
                 r.target
                     .map_or("null".into(), |t| json_str(&t.describe(r.unit))),
                 r.status().map_or("null".into(), |b| b.to_string()),
+                r.like_for_like,
                 json_str(&r.note),
             )
         })

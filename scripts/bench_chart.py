@@ -9,7 +9,9 @@ Each row is drawn as "how jetsocket compares with raw tungstenite" on a logarith
 centred on 1 (parity). The scale is oriented so that bars to the right are always better for
 jetsocket: throughput rows plot jetsocket / raw, cost rows (latency, CPU, memory) plot
 raw / jetsocket. The label on the right repeats the ratio exactly as the benchmark table prints
-it (jetsocket / raw) and the row's target status. Standard library only.
+it (jetsocket / raw) and the row's target status. Rows where the two sides do different work
+("like_for_like": false, the compressed JSON rows: raw tungstenite cannot compress) are left
+out: their ratio prices a feature rather than the client's overhead. Standard library only.
 """
 
 import json
@@ -30,7 +32,11 @@ def main() -> int:
     dst = sys.argv[2] if len(sys.argv) > 2 else "docs/bench-ratios.svg"
     with open(src, encoding="utf-8") as f:
         data = json.load(f)
-    rows = [r for r in data["rows"] if r.get("ratio") is not None]
+    rows = [
+        r
+        for r in data["rows"]
+        if r.get("ratio") is not None and r.get("like_for_like", True)
+    ]
     svg = render(data, rows)
     with open(dst, "w", encoding="utf-8") as f:
         f.write(svg)
