@@ -37,6 +37,8 @@ pub(crate) const WAKER: Token = Token(1);
 const MAX_BATCH: usize = 1024;
 /// ... or this many payload bytes, so one batch of large messages stays small.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Send-queue slots are given back at least this often while a write batch runs.
+const RELEASE_EVERY: usize = 64;
 /// Incoming payloads of at least this many bytes get their own allocation. tungstenite hands
 /// out payloads as slices of its read buffer, and a buffer with slices still alive (messages
 /// waiting in the inbound queue) cannot be reused: it is reallocated and its unread tail
@@ -202,7 +204,9 @@ impl Engine {
             Phase::Open(mut conn) => {
                 self.set_state(State::Disconnecting);
                 // Messages queued before close() go out before the close frame.
+                let mut taken = 0;
                 while let Some(msg) = self.take_queued() {
+                    taken += 1;
                     let len = msg.len() as u64;
                     if write_frame(&mut conn.ws, msg.into_tungstenite()).is_err() {
                         break;
@@ -210,6 +214,7 @@ impl Engine {
                     Counters::add(&self.shared.counters.messages_sent, 1);
                     Counters::add(&self.shared.counters.bytes_sent, len);
                 }
+                self.shared.send_permits.release(taken);
                 let _ = conn.ws.close(Some(frame.to_tungstenite()));
                 if let Err(e) = flush(&mut conn) {
                     log::debug!("[{}] flush during close failed: {e}", self.shared.name);
@@ -553,11 +558,12 @@ impl Engine {
         }
     }
 
-    /// Takes the next message from the send queue, giving its slot back.
+    /// Takes the next message from the send queue. The caller gives the slots back with
+    /// [`SendPermits::release`](crate::permits::SendPermits::release), once per batch: the
+    /// permit counter is shared with every sender, and touching it per message costs more
+    /// than the rest of the hand-over.
     fn take_queued(&self) -> Option<Message> {
-        let msg = self.data_rx.try_recv().ok()?;
-        self.shared.send_permits.release(1);
-        Some(msg)
+        self.data_rx.try_recv().ok()
     }
 
     /// Writes queued messages while the socket accepts them, then flushes.
@@ -567,7 +573,13 @@ impl Engine {
         }
         let (mut count, mut bytes) = (0u64, 0u64);
         let mut result: Result<()> = Ok(());
+        let mut released = 0;
         while count < MAX_WRITE_BATCH as u64 {
+            if count as usize - released >= RELEASE_EVERY {
+                // Senders may refill the queue while the rest of the batch goes out.
+                self.shared.send_permits.release(RELEASE_EVERY);
+                released += RELEASE_EVERY;
+            }
             let Some(msg) = self.take_queued() else {
                 break;
             };
@@ -591,6 +603,9 @@ impl Engine {
         }
         Counters::add(&self.shared.counters.messages_sent, count);
         Counters::add(&self.shared.counters.bytes_sent, bytes);
+        // A message that failed to write was taken too.
+        let taken = count as usize + usize::from(result.is_err());
+        self.shared.send_permits.release(taken - released);
         result?;
         flush(conn).map(|_| ())
     }
