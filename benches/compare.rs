@@ -80,7 +80,8 @@ usage: cargo bench --bench compare -- [options]
   --scale F          multiply message counts and durations by F (profiling)
   --buffer N         inbound buffer capacity for the jetsocket throughput rows (default 8192)
   --jet-opt LIST     experiment: extra jetsocket settings for every row, e.g.
-                     sendq=64,buf=100,readbuf=16384,hb=off,deflate=off,zlevel=1
+                     sendq=64,buf=100,readbuf=16384,hb=off,deflate=off,zlevel=1,
+                     spin=50 (busy_poll in µs)
                      (reported in the output; deflate=off stops offering compression
                      outside the JSON rows, zlevel sets the level of their deflate client)
   --wait-quiet SECS  before each group, wait up to SECS for other processes to use less
@@ -1401,6 +1402,7 @@ fn jet_builder(url: &str) -> jetsocket::Builder {
             "hb" if v == "off" => b.heartbeat(None),
             "zlevel" => b.compression_level(n as u32),
             "deflate" if v == "off" => b.compression(false),
+            "spin" => b.busy_poll(Duration::from_micros(n as u64)),
             _ => {
                 eprintln!("ignoring unknown --jet-opt {kv:?}");
                 b

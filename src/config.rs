@@ -111,6 +111,7 @@ pub(crate) struct Settings {
     pub(crate) ws_config: tungstenite::protocol::WebSocketConfig,
     pub(crate) tls: Option<Connector>,
     pub(crate) nodelay: bool,
+    pub(crate) busy_poll: Duration,
     /// Offer permessage-deflate with these settings; `None` when compression is off.
     pub(crate) deflate: Option<crate::deflate::DeflateConfig>,
     pub(crate) proxy: Option<crate::proxy::Proxy>,

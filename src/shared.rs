@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::buffer::{BufferConfig, InboundBuffer, OverflowPolicy, Pushed};
 use crate::error::{Error, Result, Timeout};
@@ -22,6 +22,8 @@ pub(crate) struct Inbound {
     ready: Condvar,
     pub(crate) capacity: usize,
     pub(crate) policy: OverflowPolicy,
+    /// How long `pop` spins on an empty queue before sleeping (busy polling).
+    spin: Duration,
 }
 
 #[derive(Debug)]
@@ -39,8 +41,9 @@ pub(crate) struct Delivered {
 }
 
 impl Inbound {
-    pub(crate) fn new(config: &BufferConfig) -> Self {
+    pub(crate) fn new(config: &BufferConfig, spin: Duration) -> Self {
         Inbound {
+            spin,
             inner: Mutex::new(InboundState {
                 buf: InboundBuffer::new(config),
                 end: None,
@@ -94,6 +97,7 @@ impl Inbound {
     /// Takes the next message, waiting until `deadline` (`None`: forever; a past instant: no
     /// wait). Returns the queue length left, for the Block policy's wake-up.
     pub(crate) fn pop(&self, deadline: Option<Instant>) -> (Result<Message>, usize) {
+        let mut spin_until: Option<Instant> = None;
         let mut inner = self.inner.lock();
         loop {
             if let Some(item) = inner.buf.pop() {
@@ -101,6 +105,18 @@ impl Inbound {
             }
             if let Some(end) = &inner.end {
                 return (Err(end.clone()), 0);
+            }
+            if !self.spin.is_zero() {
+                let now = Instant::now();
+                let until = *spin_until.get_or_insert_with(|| {
+                    let until = crate::later(now, self.spin);
+                    deadline.map_or(until, |d| d.min(until))
+                });
+                if now < until {
+                    // Let the I/O thread in, then look again.
+                    MutexGuard::unlocked(&mut inner, std::hint::spin_loop);
+                    continue;
+                }
             }
             inner.waiters += 1;
             let timed_out = match deadline {
@@ -151,13 +167,14 @@ impl Shared {
         name: String,
         buffer: &BufferConfig,
         send_capacity: usize,
+        busy_poll: Duration,
         waker: mio::Waker,
     ) -> Self {
         Shared {
             events: Arc::new(EventHub::new(name.clone())),
             name,
             state: AtomicU8::new(State::Idle.as_u8()),
-            inbound: Inbound::new(buffer),
+            inbound: Inbound::new(buffer, busy_poll),
             counters: Counters::default(),
             waker: Arc::new(waker),
             io_wants_data: AtomicBool::new(false),

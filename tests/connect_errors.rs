@@ -229,6 +229,7 @@ fn invalid_configuration_is_rejected_when_building() {
         "cap < base",
         b().backoff(BackoffConfig::default().base(ms(500)).cap(ms(100))),
     );
+    expect_invalid_config("busy poll over 10 ms", b().busy_poll(ms(11)));
     expect_invalid_config("zero buffer capacity", b().buffer(BufferConfig::new(0)));
     expect_invalid_config(
         "zero dedup window",

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use jetsocket::{Error, Event, Message, State, SyncWebSocket};
+use jetsocket::{BufferConfig, Error, Event, Message, OverflowPolicy, State, SyncWebSocket};
 use tungstenite::Message as WsMsg;
 
 /// Runs `f` on its own thread and returns its result, failing the test if it takes longer
@@ -398,4 +398,44 @@ fn concurrent_connect_calls_all_return_once_connected() {
         .expect("connect on a connected handle returns at once");
     assert_eq!(server.connections(), 1);
     ws.close().expect("close");
+}
+
+#[test]
+fn busy_polling_round_trips_and_backpressure() {
+    // Spinning replaces the sleeps between hand-overs; nothing else may change: every round
+    // trip answers, in order, sends from another thread still get through, and an idle
+    // connection goes back to sleeping (close returns promptly).
+    let server = WsServer::echo();
+    let ws = SyncWebSocket::builder(server.url())
+        .heartbeat(None)
+        .busy_poll(Duration::from_micros(200))
+        // A small buffer that stops reading when full: the burst exercises backpressure.
+        .buffer(BufferConfig::new(64).overflow_policy(OverflowPolicy::Block))
+        .connect()
+        .expect("connect");
+    for i in 0..500 {
+        let text = format!("round trip {i}");
+        ws.send_text(text.as_str()).expect("send");
+        let msg = ws.recv_timeout(TIMEOUT).expect("echo");
+        assert_eq!(msg.as_text(), Some(text.as_str()));
+    }
+    let sender = ws.clone();
+    let burst = std::thread::spawn(move || {
+        for i in 0..5000u32 {
+            sender.send_binary(i.to_le_bytes().to_vec()).expect("send");
+        }
+    });
+    for i in 0..5000u32 {
+        let msg = ws.recv_timeout(TIMEOUT).expect("burst echo");
+        assert!(msg.is_binary(), "message {i}");
+        assert_eq!(msg.as_bytes(), &i.to_le_bytes()[..], "message {i}");
+    }
+    burst.join().expect("sender");
+    // A recv on an empty buffer spins, then sleeps, and still honours its timeout.
+    assert!(matches!(
+        ws.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout(_))
+    ));
+    assert_eq!(ws.stats().dropped, 0);
+    within(TIMEOUT, "close", move || ws.close()).expect("close");
 }

@@ -108,6 +108,8 @@ pub(crate) struct Engine {
     /// The next attempt skips the backoff counter (maximum-age reconnects).
     immediate: bool,
     batch: Vec<Message>,
+    /// When data last moved, for busy polling.
+    last_activity: Option<Instant>,
 }
 
 impl Engine {
@@ -138,6 +140,7 @@ impl Engine {
             attempt: 0,
             was_connected: false,
             down_since: None,
+            last_activity: None,
             immediate: false,
             batch: Vec::with_capacity(MAX_BATCH),
         }
@@ -522,6 +525,9 @@ impl Engine {
         }
         Counters::add(&self.shared.counters.messages_received, count);
         Counters::add(&self.shared.counters.bytes_received, bytes as u64);
+        if count > 0 {
+            self.last_activity = Some(Instant::now());
+        }
         let delivered = self.shared.inbound.push_batch(&mut self.batch);
         if delivered.dropped > 0 {
             Counters::add(&self.shared.counters.dropped, delivered.dropped);
@@ -603,6 +609,9 @@ impl Engine {
         }
         Counters::add(&self.shared.counters.messages_sent, count);
         Counters::add(&self.shared.counters.bytes_sent, bytes);
+        if count > 0 {
+            self.last_activity = Some(Instant::now());
+        }
         // A message that failed to write was taken too.
         let taken = count as usize + usize::from(result.is_err());
         self.shared.send_permits.release(taken - released);
@@ -629,6 +638,11 @@ impl Engine {
             .next_deadline()
             .map(|d| d.saturating_duration_since(now));
         let mut immediate = busy || !self.ctrl_rx.is_empty();
+        if !immediate && self.busy_poll(wants_data) {
+            // Events (if any) are in `self.events` already.
+            self.record_readiness();
+            return;
+        }
         if !immediate {
             self.shared.park_for_data(wants_data);
             if wants_data && !self.data_rx.is_empty() {
@@ -650,6 +664,45 @@ impl Engine {
             }
         }
         self.shared.unpark();
+        self.record_readiness();
+    }
+
+    /// With [`Builder::busy_poll`](crate::Builder::busy_poll), shortly after traffic: polls
+    /// without sleeping until the socket, the send queue or a command has something, or the
+    /// spin time is over. `true`: something came, handle it without parking.
+    fn busy_poll(&mut self, wants_data: bool) -> bool {
+        let spin = self.settings.busy_poll;
+        let (Some(last), Phase::Open(_)) = (self.last_activity, &self.phase) else {
+            return false;
+        };
+        if spin.is_zero() {
+            return false;
+        }
+        let mut until = crate::later(last, spin);
+        if let Some(deadline) = self.next_deadline() {
+            until = until.min(deadline);
+        }
+        while Instant::now() < until {
+            if self
+                .poll
+                .poll(&mut self.events, Some(Duration::ZERO))
+                .is_err()
+            {
+                return false;
+            }
+            if !self.events.is_empty()
+                || (wants_data && !self.data_rx.is_empty())
+                || !self.ctrl_rx.is_empty()
+            {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
+    /// Notes what the last readiness wait reported for the socket.
+    fn record_readiness(&mut self) {
         for event in self.events.iter() {
             if event.token() != SOCKET {
                 continue;
