@@ -1574,7 +1574,7 @@ enum JsonClient {
     Raw,
     /// jetsocket with `.compression(false)`.
     Plain,
-    /// jetsocket with compression negotiated (default settings: level 6, threshold 128).
+    /// jetsocket with compression negotiated (default settings: level 1, threshold 128).
     Deflate,
 }
 
@@ -2768,7 +2768,7 @@ fn group_json(
          as it is; {}, context takeover both ways; ratio = compressed / plain; jetsocket's own \
          count (stats().compression) agrees",
         if outbound {
-            "jetsocket compresses at its level (default 6; --jet-opt zlevel=N)"
+            "jetsocket compresses at its level (default 1; --jet-opt zlevel=N)"
         } else {
             "the server compresses at level 6"
         }

@@ -366,9 +366,10 @@ fn compressed_messages_both_ways_with_context_takeover() {
         "10 KiB of text compressed to only {} bytes",
         seen.messages[0].wire.len()
     );
-    // About two bytes per 258-byte back-reference, against thousands without the context.
+    // Back-references into the first copy: a few hundred bytes at the default level 1 (whose
+    // matches are short), against thousands without the context.
     assert!(
-        seen.messages[2].wire.len() < seen.messages[0].wire.len() / 10,
+        seen.messages[2].wire.len() < seen.messages[0].wire.len() / 4,
         "the client did not keep its context: the repeat took {} bytes, the first copy {}",
         seen.messages[2].wire.len(),
         seen.messages[0].wire.len()

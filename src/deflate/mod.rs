@@ -81,7 +81,8 @@ pub(crate) struct DeflateConfig {
     /// Data messages with fewer payload bytes than this are sent uncompressed. A fragmented
     /// message is judged by its first frame. Defaults to 128.
     pub(crate) threshold: usize,
-    /// The compression level, 0 (store) to 9 (smallest). Defaults to 6, zlib's default.
+    /// The compression level, 0 (store) to 9 (smallest). Defaults to 1: on JSON it keeps
+    /// most of level 6's saving for a sixth of the CPU.
     pub(crate) level: u32,
     /// The largest message, after inflating, that we accept; larger ones fail with close
     /// code 1009 before they are fully inflated. Use the same value as tungstenite's
@@ -102,7 +103,7 @@ impl Default for DeflateConfig {
     fn default() -> Self {
         DeflateConfig {
             threshold: DEFAULT_THRESHOLD,
-            level: 6,
+            level: 1,
             max_message_size: Some(64 << 20),
             max_frame_size: Some(16 << 20),
             no_context_takeover: false,

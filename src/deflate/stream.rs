@@ -32,6 +32,9 @@ pub(super) const PENDING_LIMIT: usize = 256 * 1024;
 /// worst-case growth of incompressible data.
 const COMPRESSED_SLACK: u64 = 64;
 const COMPRESSED_SLACK_DIVISOR: u64 = 64;
+/// Input handed to the compressor at a time, so that a fragment overshoots `FRAGMENT` by
+/// little more than this (incompressible data comes out as large as it went in).
+const COMPRESS_CHUNK: usize = 16 * 1024;
 /// Input taken per `write` call, so one call adds a bounded amount of output.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -989,7 +992,7 @@ impl Writer {
                 };
                 (take, flush)
             } else {
-                (data.len(), FlushCompress::None)
+                (data.len().min(COMPRESS_CHUNK), FlushCompress::None)
             };
             self.compress(&data[..take], flush)?;
             if small_window {
