@@ -1801,13 +1801,23 @@ fn json_outbound(client: JsonClient, server: &Server, count: u64) -> Res<JsonRun
 }
 
 /// Round-trip latencies (µs) of `iters` sequential 64 B echoes, after `warmup` unmeasured ones.
-fn echo(who: Who, server: &Server, iters: usize, warmup: usize) -> Res<Vec<f64>> {
+fn echo(
+    who: Who,
+    server: &Server,
+    iters: usize,
+    warmup: usize,
+    spin: Option<Duration>,
+) -> Res<Vec<f64>> {
     let url = server.url("/echo");
     let data = payload(64);
     let mut lat = Vec::with_capacity(iters);
     match who {
         Who::Jet => {
-            let ws = jet_builder(&url).connect()?;
+            let mut builder = jet_builder(&url);
+            if let Some(spin) = spin {
+                builder = builder.busy_poll(spin);
+            }
+            let ws = builder.connect()?;
             for i in 0..warmup + iters {
                 let t = Instant::now();
                 ws.send_binary(data.clone())?;
@@ -2800,19 +2810,50 @@ fn group_echo(opts: &Opts, server: &Server, report: &mut Report) -> Res<()> {
         Row::new("echo-p90", "echo 64 B round trip p90", Unit::Micros),
         Row::new("echo-p99", "echo 64 B round trip p99", Unit::Micros),
     ];
+    // The same round trips with `busy_poll`, against the same raw samples.
+    let mut spin_rows = [
+        Row::new(
+            "echo-p50-spin",
+            "echo 64 B p50, busy_poll(50 µs)",
+            Unit::Micros,
+        ),
+        Row::new(
+            "echo-p99-spin",
+            "echo 64 B p99, busy_poll(50 µs)",
+            Unit::Micros,
+        ),
+    ];
     for rep in 0..opts.reps {
         for who in opts.order(rep) {
-            let mut lat = echo(who, server, iters, warmup)?;
+            let mut lat = echo(who, server, iters, warmup, None)?;
             lat.sort_by(f64::total_cmp);
             for (row, p) in rows.iter_mut().zip([50.0, 90.0, 99.0]) {
                 row.push(who, percentile(&lat, p));
             }
+            if who == Who::Raw {
+                for (row, p) in spin_rows.iter_mut().zip([50.0, 99.0]) {
+                    row.push(who, percentile(&lat, p));
+                }
+            } else {
+                let mut lat = echo(who, server, iters, warmup, Some(ECHO_SPIN))?;
+                lat.sort_by(f64::total_cmp);
+                for (row, p) in spin_rows.iter_mut().zip([50.0, 99.0]) {
+                    row.push(who, percentile(&lat, p));
+                }
+            }
         }
     }
     rows[0].note = format!("{iters} sequential round trips per run");
+    spin_rows[0].note = "jetsocket spins up to 50 µs after traffic instead of sleeping \
+                         (Builder::busy_poll; off by default)"
+        .into();
     report.rows.extend(rows);
+    report.rows.extend(spin_rows);
     Ok(())
 }
+
+/// The busy-poll time of the `busy_poll` echo rows.
+const ECHO_SPIN: Duration = Duration::from_micros(50);
 
 fn group_reconnect(opts: &Opts, server: &mut Server, report: &mut Report) -> Res<()> {
     let n = opts.count(50, 10) as usize;
