@@ -301,9 +301,9 @@ pub fn inbound(mode: u8, max_message_size: usize, max_frame_size: usize, bytes: 
 }
 
 /// Feeds `bytes`, as sent by a server that agreed to permessage-deflate, through the client's
-/// compression layer ([`DeflateStream`](crate::deflate::DeflateStream)) under a client-side
-/// tungstenite `WebSocket`, the way the I/O thread reads a compressed connection, and
-/// handles everything it yields as [`inbound`] does.
+/// compression layer (`DeflateStream`) under a client-side tungstenite `WebSocket`, the way
+/// the I/O thread reads a compressed connection, and handles everything it yields as
+/// [`inbound`] does.
 ///
 /// `params` is what the server agreed to: bit 0 `server_no_context_takeover`, bit 1
 /// `client_no_context_takeover`, bits 2–4 `client_max_window_bits` (8 plus their value),
