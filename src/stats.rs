@@ -67,7 +67,9 @@ pub struct Stats {
 ///
 /// ```
 /// use jetsocket::CompressionStats;
-/// let c = CompressionStats { sent_messages: 1, sent_bytes: 1000, sent_wire_bytes: 250, ..Default::default() };
+/// let mut c = CompressionStats::default();
+/// assert_eq!(c.sent_ratio(), None);
+/// (c.sent_messages, c.sent_bytes, c.sent_wire_bytes) = (1, 1000, 250);
 /// assert_eq!(c.sent_ratio(), Some(0.25));
 /// assert_eq!(c.received_ratio(), None);
 /// ```
