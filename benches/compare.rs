@@ -1581,6 +1581,20 @@ enum JsonClient {
 impl JsonClient {
     const ALL: [JsonClient; 3] = [JsonClient::Raw, JsonClient::Plain, JsonClient::Deflate];
 
+    /// The compressed client's wire bytes, after checking that it compressed every one of
+    /// the `count` messages (`compressed`, from `stats().compression`); `None` for the others.
+    fn wire_bytes(self, compressed: u64, wire: u64, count: u64, verb: &str) -> Res<Option<u64>> {
+        if self != JsonClient::Deflate {
+            return Ok(None);
+        }
+        if compressed != count {
+            return Err(
+                format!("jetsocket {verb} {compressed} compressed messages of {count}").into(),
+            );
+        }
+        Ok(Some(wire))
+    }
+
     fn who(self) -> Who {
         match self {
             JsonClient::Raw => Who::Raw,
@@ -1672,18 +1686,12 @@ fn json_inbound(
             }
             let c = ws.stats().compression;
             ws.close()?;
-            let wire_bytes = if client == JsonClient::Deflate {
-                if c.received_messages != count {
-                    return Err(format!(
-                        "jetsocket counted {} compressed messages of {count}",
-                        c.received_messages
-                    )
-                    .into());
-                }
-                Some(c.received_wire_bytes)
-            } else {
-                None
-            };
+            let wire_bytes = client.wire_bytes(
+                c.received_messages,
+                c.received_wire_bytes,
+                count,
+                "received",
+            )?;
             Ok(JsonRun {
                 t: Throughput {
                     secs,
@@ -1748,18 +1756,8 @@ fn json_outbound(client: JsonClient, server: &Server, count: u64) -> Res<JsonRun
             reply_ok(reply.as_text())?;
             let c = ws.stats().compression;
             ws.close()?;
-            let wire_bytes = if client == JsonClient::Deflate {
-                if c.sent_messages != count {
-                    return Err(format!(
-                        "jetsocket compressed {} of {count} messages",
-                        c.sent_messages
-                    )
-                    .into());
-                }
-                Some(c.sent_wire_bytes)
-            } else {
-                None
-            };
+            let wire_bytes =
+                client.wire_bytes(c.sent_messages, c.sent_wire_bytes, count, "sent")?;
             Ok(JsonRun {
                 t: Throughput {
                     secs,
