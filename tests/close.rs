@@ -12,21 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use jetsocket::{CloseCode, Error, Event, Message, State, SyncWebSocket};
 
-/// Runs `f` on its own thread and returns its result, failing the test if it takes longer
-/// than `limit` (for calls that have no timeout of their own).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
-
 fn connect(url: &str) -> SyncWebSocket {
     SyncWebSocket::builder(url)
         .heartbeat(None)

@@ -7,10 +7,9 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use crossbeam_channel::Receiver;
 use jetsocket::{BackoffConfig, BufferConfig, Event, Message, ReplayConfig, SyncWebSocket};
 
 fn seq_text(n: u64) -> String {
@@ -27,24 +26,6 @@ fn fast_backoff() -> BackoffConfig {
     BackoffConfig::default()
         .base(Duration::from_millis(10))
         .cap(Duration::from_millis(50))
-}
-
-/// Receives events until `stop` matches one, returning all of them (the match last).
-fn events_until(events: &Receiver<Event>, what: &str, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut seen = Vec::new();
-    loop {
-        match events.recv_deadline(deadline) {
-            Ok(event) => {
-                let done = stop(&event);
-                seen.push(event);
-                if done {
-                    return seen;
-                }
-            }
-            Err(e) => panic!("no {what} event ({e}); saw {seen:?}"),
-        }
-    }
 }
 
 /// Takes `n` messages and returns their sequence ids.
@@ -98,9 +79,7 @@ fn dedup_drops_exactly_the_repeats_resent_after_a_reconnect() {
 
     wait_received(&ws, 50);
     server.drop_all();
-    events_until(&events, "Reconnected", |e| {
-        matches!(e, Event::Reconnected { .. })
-    });
+    events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
 
     assert_eq!(recv_seqs(&ws, 60), (1..=60).collect::<Vec<u64>>());
     // All 20 resent messages were read; the 10 repeats among them were dropped.
@@ -129,9 +108,7 @@ fn without_dedup_repeats_are_delivered() {
     ws.connect().expect("connect");
     wait_received(&ws, 50);
     server.drop_all();
-    events_until(&events, "Reconnected", |e| {
-        matches!(e, Event::Reconnected { .. })
-    });
+    events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
     let expected: Vec<u64> = (1..=50).chain(41..=60).collect();
     assert_eq!(recv_seqs(&ws, 70), expected);
     assert_eq!(ws.stats().deduplicated, 0);
@@ -192,9 +169,7 @@ fn replay_hook_gets_the_last_id_and_is_sent_between_on_open_and_queued_messages(
     // Drop the connection and keep the client away while it queues two messages.
     proxy.set_refuse(true);
     proxy.reset_all();
-    events_until(&events, "Disconnected", |e| {
-        matches!(e, Event::Disconnected { .. })
-    });
+    events_until(&events, |e| matches!(e, Event::Disconnected { .. }));
     assert!(
         wait_until(TIMEOUT, || proxy.refused() >= 1),
         "no reconnect attempt was refused"
@@ -204,9 +179,7 @@ fn replay_hook_gets_the_last_id_and_is_sent_between_on_open_and_queued_messages(
     ws.send_text("queued-2").expect("queue while away");
     proxy.set_refuse(false);
 
-    let lifecycle = events_until(&events, "Reconnected", |e| {
-        matches!(e, Event::Reconnected { .. })
-    });
+    let lifecycle = events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
     let replay_events: Vec<&Event> = lifecycle
         .iter()
         .filter(|e| {
@@ -279,9 +252,7 @@ fn replay_is_skipped_until_a_sequence_id_was_seen() {
     );
     server.drop_all();
     // The replay events come before `Reconnected`, so none can follow it.
-    let lifecycle = events_until(&events, "Reconnected", |e| {
-        matches!(e, Event::Reconnected { .. })
-    });
+    let lifecycle = events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
     assert!(
         !lifecycle.iter().any(|e| matches!(
             e,

@@ -38,21 +38,6 @@ fn jetsocket_threads() -> usize {
         .count()
 }
 
-/// Runs `f` on its own thread and returns its result, failing the test if it takes longer
-/// than `limit` (for calls that have no timeout of their own, such as `drop`).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
-
 fn assert_no_jetsocket_threads() {
     assert!(
         wait_until(TIMEOUT, || jetsocket_threads() == 0),

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use crossbeam_channel::Receiver;
 use jetsocket::{
     BackoffConfig, Error, Event, HeartbeatConfig, Message, State, SyncWebSocket, Timeout,
 };
@@ -16,24 +15,6 @@ use tungstenite::Message as WsMsg;
 
 const PING: &str = r#"{"op":"ping"}"#;
 const PONG: &str = r#"{"op":"pong"}"#;
-
-fn events_until(rx: &Receiver<Event>, mut last: impl FnMut(&Event) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) => {
-                let done = last(&e);
-                seen.push(e);
-                if done {
-                    return seen;
-                }
-            }
-            Err(e) => panic!("expected event did not come ({e}); saw {seen:?}"),
-        }
-    }
-}
 
 fn app_heartbeat(interval: Duration, timeout: Duration) -> HeartbeatConfig {
     HeartbeatConfig::new(interval, timeout)

@@ -29,21 +29,6 @@ const MAX_FRAME: usize = 512;
 
 // ----- helpers --------------------------------------------------------------------------
 
-/// Runs `f` on its own thread, failing the test if it has not returned within `limit` (for
-/// calls that have no timeout of their own, so that a hang fails instead of blocking).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
-
 /// A server frame (unmasked unless `mask` is given) with the first byte given in full:
 /// FIN, RSV1-3 and the opcode.
 fn frame(first: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {

@@ -38,40 +38,6 @@ fn fast_backoff() -> BackoffConfig {
         .jitter(false)
 }
 
-/// Runs `f` on its own thread and returns its result, failing the test if it takes longer
-/// than `limit` (for calls that have no timeout of their own).
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
-
-/// Collects events up to and including the first one matching `last`.
-fn events_until(rx: &Receiver<Event>, mut last: impl FnMut(&Event) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) => {
-                let done = last(&e);
-                seen.push(e);
-                if done {
-                    return seen;
-                }
-            }
-            Err(e) => panic!("expected event did not come ({e}); saw {seen:?}"),
-        }
-    }
-}
-
 fn is_reconnected(e: &Event) -> bool {
     matches!(e, Event::Reconnected { .. })
 }

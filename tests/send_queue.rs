@@ -18,24 +18,6 @@ use jetsocket::{
 /// A generous upper bound for calls that must not wait.
 const PROMPT: Duration = Duration::from_secs(2);
 
-fn events_until(rx: &Receiver<Event>, mut last: impl FnMut(&Event) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(e) => {
-                let done = last(&e);
-                seen.push(e);
-                if done {
-                    return seen;
-                }
-            }
-            Err(e) => panic!("expected event did not come ({e}); saw {seen:?}"),
-        }
-    }
-}
-
 fn texts(server: &WsServer, n: usize) -> Vec<String> {
     server
         .wait_for_messages(n, TIMEOUT)

@@ -30,6 +30,43 @@ pub use self::ws::{
 /// A generous default timeout for waits in tests.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Runs `f` on its own thread and returns its result, failing the test if it takes longer
+/// than `limit` (for calls that have no timeout of their own).
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
+/// Collects events up to and including the first one matching `last`, failing the test if
+/// it does not come within [`TIMEOUT`].
+pub fn events_until(
+    rx: &crossbeam_channel::Receiver<jetsocket::Event>,
+    mut last: impl FnMut(&jetsocket::Event) -> bool,
+) -> Vec<jetsocket::Event> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(e) => {
+                let done = last(&e);
+                seen.push(e);
+                if done {
+                    return seen;
+                }
+            }
+            Err(e) => panic!("expected event did not come ({e}); saw {seen:?}"),
+        }
+    }
+}
+
 fn proc_status_field(name: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status.lines().find_map(|line| {
