@@ -9,41 +9,14 @@
 //! cargo run --example pool -- ws://127.0.0.1:9001/
 //! ```
 
-use std::net::TcpListener;
+mod support;
+
 use std::time::Duration;
 
 use jetsocket::{ConnectionPool, ConnectionPoolConfig, Error, HeartbeatConfig, SyncWebSocket};
 
-/// Starts a loopback echo server on its own thread and returns its URL.
-fn embedded_echo_server() -> std::io::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let url = format!("ws://{}/", listener.local_addr()?);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let Ok(mut ws) = tungstenite::accept(stream) else {
-                    return;
-                };
-                while let Ok(msg) = ws.read() {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    Ok(url)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let base = match std::env::args().nth(1) {
-        Some(url) => url,
-        None => {
-            let url = embedded_echo_server()?;
-            println!("no URL given: using the embedded echo server at {url}");
-            url
-        }
-    };
+    let base = support::url_or_embedded_echo()?;
 
     let config = ConnectionPoolConfig::default()
         .max_connections(3)

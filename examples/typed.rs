@@ -5,7 +5,8 @@
 //! cargo run --example typed --features json
 //! ```
 
-use std::net::TcpListener;
+mod support;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,32 +21,8 @@ struct Trade {
     seq: u64,
 }
 
-/// Starts a loopback echo server on its own thread and returns its URL.
-fn embedded_echo_server() -> std::io::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let url = format!("ws://{}/", listener.local_addr()?);
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let Ok(mut ws) = tungstenite::accept(stream) else {
-                    return;
-                };
-                while let Ok(msg) = ws.read() {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    Ok(url)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = match std::env::args().nth(1) {
-        Some(url) => url,
-        None => embedded_echo_server()?,
-    };
+    let url = support::url_or_embedded_echo()?;
     let ws = SyncWebSocket::builder(&url).connect()?;
 
     let trade = Trade {
