@@ -21,7 +21,7 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 pub const SUBPROTOCOLS: [&str; 3] = ["chat", "v2.json", "superchat"];
 
 /// The fuzz targets, as named in `fuzz/Cargo.toml` and `fuzz/seeds/`.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 8] = [
     "url",
     "handshake",
     "proxy",
@@ -29,11 +29,12 @@ pub const TARGETS: [&str; 7] = [
     "json",
     "inbound",
     "inflate",
+    "deflate_roundtrip",
 ];
 
 /// Runs fuzz target `target` on one raw input, decoding it as `fuzz/README.md` describes.
-/// Returns `false` for an unknown target (or `json` without the `json` feature, `inflate`
-/// without `deflate`).
+/// Returns `false` for an unknown target (or `json` without the `json` feature, `inflate` and
+/// `deflate_roundtrip` without `deflate`).
 pub fn run(target: &str, data: &[u8]) -> bool {
     match target {
         "url" => {
@@ -73,6 +74,12 @@ pub fn run(target: &str, data: &[u8]) -> bool {
         "inflate" => {
             if let [params, mode, frames @ ..] = data {
                 inflate(*params, *mode, frames);
+            }
+        }
+        #[cfg(feature = "deflate")]
+        "deflate_roundtrip" => {
+            if let [params, config, mode, ops @ ..] = data {
+                deflate_roundtrip(*params, *config, *mode, ops);
             }
         }
         _ => return false,
@@ -537,6 +544,54 @@ fn truncate(s: &str, max: usize) -> &str {
     }
     &s[..end]
 }
+
+/// The client's permessage-deflate write path, end to end.
+///
+/// `params` is what the server agreed to, as for [`inflate`]. `config` is the client's
+/// setting: bits 0–1 pick the threshold (0, 1, 128 or 1000 bytes), bits 2–5 the level (their
+/// value modulo 10), bit 6 asks for no context takeover (so both `no_context_takeover` flags
+/// are negotiated too), bit 7 makes tungstenite hand every frame to the layer at once (a
+/// write buffer of 0 bytes). `mode` shapes the client-to-server pipe: bits 0–1 the largest
+/// write the pipe takes (any, 4096, 300 or 7 bytes), bits 2–3 how many unread bytes it holds
+/// (any, 256 KiB, 16 KiB or 1000), bits 4–5 how often a call on either side fails with
+/// `WouldBlock` (never, or about one call in 2, 3 or 16), bits 6–7 the largest read of the
+/// server (any, 4096, 97 or 13 bytes).
+///
+/// `ops` is a list of steps for the client, each led by a byte whose bits 0–1 say what it is:
+///
+/// * 0 (text) or 1 (binary): a data message. With bit 2 clear, the next byte and bits 6–7
+///   give its length (0 to 1023), and that many following bytes are its payload (fewer if the
+///   input ends); with bit 3 set as well, it is sent in three fragments cut after the first
+///   `a` and the next `b` bytes, `a` and `b` being the two bytes after the length, and bit 4
+///   sends a ping between the first two fragments. With bit 2 set (for the first four such
+///   messages; later ones are read as if it were clear), the next byte `n` makes it
+///   `(32 + n % 32) << (5 + n / 32)` bytes long (1 KiB to 252 KiB) of the next `1 + (op >> 4)`
+///   bytes repeated, or of noise seeded by them when bit 3 is set. A text message's payload
+///   is made valid UTF-8 by replacing invalid sequences. Messages stop before 640 KiB in all.
+/// * 2: a ping with the next `op >> 2` bytes as payload.
+/// * 3: a flush: the client writes everything out while the server reads.
+///
+/// Writes the steps with a client-side tungstenite `WebSocket` over the client's
+/// `DeflateStream`, into a pipe read by a server-side `WebSocket` over the server's
+/// `DeflateStream` with the same parameters; the server answers pings, the client closes.
+///
+/// Properties: nothing panics (nor stalls); the server reads every message and ping intact
+/// and in order, then the close; the client gets pongs for the pings in order, the last one
+/// included. On the wire, every client frame is masked; a message has RSV1 set exactly when
+/// its first frame holds at least `threshold` bytes; a message sent plain is passed through
+/// byte for byte; a compressed one is split into frames of at most 128 KiB and decodes, with
+/// an independent deflate decoder, to the message (after the earlier ones unless
+/// `client_no_context_takeover`) with no back-reference beyond the `client_max_window_bits`
+/// window. The client's counters hold the compressed messages, their plain bytes and their
+/// bytes on the wire, and the server's counters agree. The layer's buffers stay within 1.5 MiB
+/// however slowly the pipe drains.
+#[cfg(feature = "deflate")]
+pub fn deflate_roundtrip(params: u8, config: u8, mode: u8, ops: &[u8]) {
+    let _ = roundtrip::run(params, config, mode, ops);
+}
+
+#[cfg(feature = "deflate")]
+mod roundtrip;
 
 #[cfg(test)]
 mod tests {

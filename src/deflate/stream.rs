@@ -4,8 +4,8 @@
 //! Both directions are streaming state machines over frame headers and payload bytes: no
 //! frame or message is ever held whole. Memory per connection stays bounded by a 64 KiB read
 //! buffer, one inflated fragment (at most 64 KiB), one compressed fragment being built and
-//! the output waiting for the socket (a little over 256 KiB at worst), plus the (de)compressor
-//! state, created only when first needed.
+//! the output waiting for the socket (256 KiB plus one write's output at worst, under 1 MiB
+//! of buffers in all), plus the (de)compressor state, created only when first needed.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -82,9 +82,9 @@ impl<S: Read + Write> DeflateStream<S> {
         Self::with_role(inner, prefix, negotiated, config, stats, Role::Client)
     }
 
-    /// The server side of the same layer, for tests: expects masked frames and compresses
-    /// with the server's parameters.
-    #[cfg(test)]
+    /// The server side of the same layer, for tests and the fuzz targets: expects masked
+    /// frames and compresses with the server's parameters.
+    #[cfg(any(test, feature = "_fuzz"))]
     pub(crate) fn new_server(
         inner: S,
         negotiated: Negotiated,
@@ -192,8 +192,9 @@ impl<S> DeflateStream<S> {
         matches!(self.mode, Mode::Active(_))
     }
 
-    /// The memory held by the layer's buffers, for tests that check it stays bounded.
-    #[cfg(test)]
+    /// The memory held by the layer's buffers, for tests and fuzz targets that check it stays
+    /// bounded.
+    #[cfg(any(test, feature = "_fuzz"))]
     pub(crate) fn buffered_capacity(&self) -> usize {
         match &self.mode {
             Mode::Transparent { prefix, .. } => prefix.capacity(),
@@ -831,6 +832,11 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
+        if self.pending_pos > 0 && self.pending.len() + 2 * WRITE_CHUNK > self.pending.capacity() {
+            // Reuse the space already sent instead of letting the vector double.
+            self.pending.drain(..self.pending_pos);
+            self.pending_pos = 0;
+        }
         let take = buf.len().min(WRITE_CHUNK);
         self.consume(&buf[..take])?;
         Ok(take)
@@ -1108,6 +1114,8 @@ impl Writer {
             std::mem::swap(&mut self.pending, &mut self.frame);
             self.pending_pos = start;
             self.frame.clear();
+            // The buffer handed back may be the backlog's large one.
+            self.frame.shrink_to(2 * FRAGMENT);
             self.frame.resize(MAX_HEADER, 0);
         } else {
             self.pending.extend_from_slice(&self.frame[start..]);
