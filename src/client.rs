@@ -275,6 +275,7 @@ impl Builder {
     /// # Examples
     ///
     /// ```
+    /// # #[cfg(feature = "deflate")] {
     /// use jetsocket::SyncWebSocket;
     /// # let server = jetsocket::__doc_server();
     /// # let url = server.url();
@@ -288,6 +289,7 @@ impl Builder {
     /// let compression = ws.stats().compression;
     /// assert!(!compression.active);
     /// ws.close()?;
+    /// # }
     /// # Ok::<(), jetsocket::Error>(())
     /// ```
     pub fn compression(mut self, enable: bool) -> Self {

@@ -10,6 +10,8 @@
 //! [`State::Failed`] and in a masked close frame with the right code (1009, 1007, 1002);
 //! invalid compression settings.
 
+#![cfg_attr(not(feature = "deflate"), allow(dead_code, unused_imports))]
+
 mod common;
 
 use std::io::Write;
@@ -247,6 +249,7 @@ struct Seen {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn compressed_messages_both_ways_with_context_takeover() {
     let mut c = compressor();
     let t1 = prose(3000, 1);
@@ -387,6 +390,7 @@ fn compressed_messages_both_ways_with_context_takeover() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn declined_or_disabled_compression_sends_plain_frames() {
     let (tx, rx) = crossbeam_channel::bounded::<Seen>(1);
     // The server ignores the offer.
@@ -427,6 +431,7 @@ fn declined_or_disabled_compression_sends_plain_frames() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn no_context_takeover_when_the_server_confirms_it() {
     let text = prose(2000, 5);
     for answer in [
@@ -726,6 +731,7 @@ fn the_reference_decoder_sees_long_distances_in_a_32k_window() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn server_limiting_the_client_window_to_9_bits() {
     let (tx, rx) = crossbeam_channel::bounded::<(Vec<Received>, Vec<u8>)>(1);
     let server = server(
@@ -855,6 +861,7 @@ fn zeros_bomb(mebibytes: usize) -> Vec<u8> {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn decompression_bomb_fails_with_1009_in_bounded_memory() {
     const LIMIT: usize = 1 << 20;
     let bomb = zeros_bomb(256);
@@ -924,6 +931,7 @@ fn decompression_bomb_fails_with_1009_in_bounded_memory() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn invalid_compressed_data_fails_with_1007() {
     let cases: [(&str, Vec<u8>); 3] = [
         ("reserved block type", vec![0xff, 0xff, 0xff, 0xff]),
@@ -961,6 +969,7 @@ fn invalid_compressed_data_fails_with_1007() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn misplaced_reserved_bits_fail_with_1002() {
     let part = deflate_message(&mut compressor(), prose(600, 9).as_bytes());
     let half = part.len() / 2;
@@ -1038,6 +1047,7 @@ fn handshake_fails(
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn invalid_extension_answers_fail_the_handshake() {
     for answer in [
         "permessage-deflate; server_max_window_bits=7",
@@ -1062,6 +1072,7 @@ fn invalid_extension_answers_fail_the_handshake() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn requested_no_context_takeover_must_be_confirmed() {
     for answer in [
         "permessage-deflate",
@@ -1093,5 +1104,17 @@ fn invalid_compression_settings_fail_at_build() {
             .compression_level(level)
             .build()
             .unwrap_or_else(|e| panic!("compression_level({level}): {e}"));
+    }
+}
+
+#[test]
+#[cfg(not(feature = "deflate"))]
+fn compression_without_the_feature_fails_at_build() {
+    match SyncWebSocket::builder("ws://127.0.0.1:9/")
+        .compression(true)
+        .build()
+    {
+        Err(Error::InvalidConfig(why)) => assert!(why.contains("deflate"), "{why}"),
+        other => panic!("compression(true) without the feature: {other:?}"),
     }
 }

@@ -23,13 +23,12 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use jetsocket::{
-    BackoffConfig, CloseCode, CloseFrame, Error, Event, Message, State, SyncWebSocket, TlsConfig,
+    BackoffConfig, CloseCode, CloseFrame, Error, Event, Message, State, SyncWebSocket,
 };
 
 /// How long to wait for anything in these tests (generous: debug builds, 2 cores, 16 MiB).
@@ -307,11 +306,16 @@ impl Drop for Server {
     }
 }
 
+#[cfg(feature = "native-tls")]
 /// A temporary directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 
+#[cfg(feature = "native-tls")]
 impl TempDir {
     fn new() -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{SystemTime, UNIX_EPOCH};
+
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -327,6 +331,7 @@ impl TempDir {
     }
 }
 
+#[cfg(feature = "native-tls")]
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -582,6 +587,8 @@ fn headers(kind: Impl) {
 
 #[cfg(feature = "native-tls")]
 fn tls(kind: Impl) {
+    use jetsocket::TlsConfig;
+
     let ca = common::TestCa::new();
     let leaf = ca.issue_localhost();
     let dir = TempDir::new();

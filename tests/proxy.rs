@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ConnectProxy, ProxyMode, TlsWsServer, WsServer, TIMEOUT};
-use jetsocket::{Error, Event, Message, State, SyncWebSocket, TlsConfig};
+use common::{ConnectProxy, ProxyMode, WsServer, TIMEOUT};
+use jetsocket::{Error, Event, Message, State, SyncWebSocket};
 
 #[test]
 fn ws_through_proxy_echoes() {
@@ -29,7 +29,11 @@ fn ws_through_proxy_echoes() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn wss_through_proxy_is_end_to_end_tls() {
+    use common::TlsWsServer;
+    use jetsocket::TlsConfig;
+
     let server = TlsWsServer::echo();
     let proxy = ConnectProxy::start(ProxyMode::Open);
     let ws = SyncWebSocket::builder(server.url())

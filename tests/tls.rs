@@ -2,7 +2,9 @@
 //! echo (small, large, greeting right after the handshake) with the test CA trusted, by host
 //! name and by IP; an untrusted certificate is a fatal `Error::Certificate`; accepting invalid
 //! certificates connects anyway; TLS to a plain server fails cleanly; close and reconnect work
-//! over TLS.
+//! over TLS. Without the `native-tls` feature, `wss://` fails with `Error::TlsUnavailable`.
+
+#![cfg_attr(not(feature = "native-tls"), allow(dead_code, unused_imports))]
 
 mod common;
 
@@ -34,6 +36,7 @@ fn wait_closed(events: &crossbeam_channel::Receiver<Event>) -> Vec<Event> {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn wss_echo_with_the_test_ca() {
     let server = TlsWsServer::echo();
     assert!(server.url().starts_with("wss://localhost:"));
@@ -69,6 +72,7 @@ fn wss_echo_with_the_test_ca() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn wss_by_ip_address() {
     let server = TlsWsServer::echo();
     let ws = SyncWebSocket::builder(server.ip_url())
@@ -85,6 +89,7 @@ fn wss_by_ip_address() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn wss_greeting_right_after_the_handshake_is_delivered() {
     let server = TlsWsServer::start(|mut conn| {
         conn.send_text("welcome");
@@ -105,6 +110,7 @@ fn wss_greeting_right_after_the_handshake_is_delivered() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn untrusted_certificate_is_fatal() {
     let server = TlsWsServer::untrusted_echo();
     // Neither the system roots nor the (unrelated) CA we trust signed it.
@@ -147,6 +153,7 @@ fn untrusted_certificate_is_fatal() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn accepting_invalid_certificates_connects_to_an_untrusted_server() {
     let server = TlsWsServer::untrusted_echo();
     let ws = SyncWebSocket::builder(server.url())
@@ -163,6 +170,7 @@ fn accepting_invalid_certificates_connects_to_an_untrusted_server() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn tls_to_a_plain_server_fails_cleanly() {
     let server = WsServer::echo();
     let url = format!("wss://127.0.0.1:{}/", server.port());
@@ -181,6 +189,7 @@ fn tls_to_a_plain_server_fails_cleanly() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn plain_client_to_a_tls_server_fails_cleanly() {
     let server = TlsWsServer::echo();
     let url = format!("ws://127.0.0.1:{}/", server.port());
@@ -194,6 +203,7 @@ fn plain_client_to_a_tls_server_fails_cleanly() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn wss_reconnects_after_a_drop() {
     let server = TlsWsServer::echo();
     let proxy = FaultProxy::start(server.addr());
@@ -232,6 +242,7 @@ fn wss_reconnects_after_a_drop() {
 }
 
 #[test]
+#[cfg(feature = "native-tls")]
 fn certificate_for_another_host_is_rejected_unless_allowed() {
     let ca = TestCa::new();
     let server = WsServer::builder().tls(ca.issue(&["other.example"])).echo();
@@ -252,4 +263,17 @@ fn certificate_for_another_host_is_rejected_unless_allowed() {
         Some("other host")
     );
     ws.close().expect("close");
+}
+
+#[test]
+#[cfg(not(feature = "native-tls"))]
+fn wss_without_the_feature_is_a_typed_error() {
+    let server = TlsWsServer::echo();
+    match SyncWebSocket::builder(server.url())
+        .tls(trusting(&server))
+        .connect()
+    {
+        Err(e @ Error::TlsUnavailable) => assert!(e.is_fatal()),
+        other => panic!("wss:// without native-tls: {other:?}"),
+    }
 }
