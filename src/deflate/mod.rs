@@ -51,6 +51,8 @@
 #[cfg(feature = "deflate")]
 mod frame;
 mod negotiate;
+#[cfg(all(any(test, feature = "_fuzz"), feature = "deflate"))]
+pub(crate) mod refusals;
 #[cfg(feature = "deflate")]
 mod stream;
 #[cfg(all(test, feature = "deflate"))]

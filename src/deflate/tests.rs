@@ -15,6 +15,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::frame::{self, apply_mask, Header};
+use super::refusals::Refusals;
 use super::stream::PENDING_LIMIT;
 use super::*;
 
@@ -29,36 +30,19 @@ struct Wire {
 type Shared = Rc<RefCell<Wire>>;
 
 /// One end of a duplex pipe, non-blocking like a mio socket: reading an empty pipe is
-/// `WouldBlock`. It can also take or give only a few bytes per call, refuse about one call
-/// in `block_one_in` with `WouldBlock` (pseudo-randomly, so no caller's rhythm can always
-/// hit the refusals), and hold at most `capacity` unread bytes.
+/// `WouldBlock`. It can also take or give only a few bytes per call, refuse some calls with
+/// `WouldBlock`, and hold at most `capacity` unread bytes.
 struct End {
     rx: Shared,
     tx: Shared,
     max_io: usize,
-    block_one_in: u64,
+    refusals: Refusals,
     capacity: usize,
-    seed: u64,
-}
-
-impl End {
-    fn tick(&mut self) -> io::Result<()> {
-        if self.block_one_in == 0 {
-            return Ok(());
-        }
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        if self.seed % self.block_one_in == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(())
-    }
 }
 
 impl Read for End {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.tick()?;
+        self.refusals.tick()?;
         let mut w = self.rx.borrow_mut();
         if w.data.is_empty() {
             return if w.closed {
@@ -77,7 +61,7 @@ impl Read for End {
 
 impl Write for End {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tick()?;
+        self.refusals.tick()?;
         let mut w = self.tx.borrow_mut();
         let room = self.capacity.saturating_sub(w.data.len());
         if room == 0 {
@@ -102,9 +86,8 @@ fn pipe() -> (End, End, Shared, Shared) {
         rx: Rc::clone(rx),
         tx: Rc::clone(tx),
         max_io: usize::MAX,
-        block_one_in: 0,
+        refusals: Refusals::new(0, 1),
         capacity: usize::MAX,
-        seed: 0x0123_4567_89ab_cdef,
     };
     let client = end(&down, &up);
     let server = end(&up, &down);
@@ -1232,7 +1215,7 @@ fn trickling_and_blocking_sockets_lose_nothing() {
     let (mut c_end, mut s_end, _, _) = pipe();
     for (end, max_io, one_in) in [(&mut c_end, 3, 2), (&mut s_end, 5, 3)] {
         end.max_io = max_io;
-        end.block_one_in = one_in;
+        end.refusals = Refusals::new(one_in, 0x0123_4567_89ab_cdef);
         end.capacity = 4096;
     }
     let (mut client, _) = client_ws(c_end, Some(n), &cfg);

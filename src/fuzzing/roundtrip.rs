@@ -13,6 +13,7 @@ use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
+use crate::deflate::refusals::Refusals;
 use crate::deflate::{DeflateConfig, DeflateStats, DeflateStream, Negotiated, TAIL};
 
 /// Plain bytes one input may send: more than the writer's backlog limit (256 KiB), yet
@@ -188,40 +189,23 @@ type Shared = Rc<RefCell<VecDeque<u8>>>;
 
 /// One end of an in-memory duplex pipe, non-blocking like a mio socket: reading an empty
 /// pipe is `WouldBlock`. It may take or give only a few bytes per call, hold only so many
-/// unread bytes, and refuse calls pseudo-randomly (so no caller's rhythm always hits or
-/// always misses the refusals).
+/// unread bytes, and refuse calls pseudo-randomly.
 struct End {
     rx: Shared,
     tx: Shared,
     max_read: usize,
     max_write: usize,
     capacity: usize,
-    block_one_in: u64,
-    seed: u64,
+    refusals: Refusals,
     /// Bytes moved through any end, to tell progress from a stall.
     moved: Rc<Cell<u64>>,
     /// Checks what this end reads (the server's end).
     check: Option<Box<WireCheck>>,
 }
 
-impl End {
-    fn tick(&mut self) -> io::Result<()> {
-        if self.block_one_in == 0 {
-            return Ok(());
-        }
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        if self.seed % self.block_one_in == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(())
-    }
-}
-
 impl Read for End {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.tick()?;
+        self.refusals.tick()?;
         let mut rx = self.rx.borrow_mut();
         if rx.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -243,7 +227,7 @@ impl Read for End {
 
 impl Write for End {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tick()?;
+        self.refusals.tick()?;
         let mut tx = self.tx.borrow_mut();
         let room = self.capacity.saturating_sub(tx.len());
         if room == 0 {
@@ -843,8 +827,7 @@ pub(super) fn run(params: u8, config: u8, mode: u8, ops: &[u8]) -> Outcome {
         max_read: usize::MAX,
         max_write: [usize::MAX, 4096, 300, 7][usize::from(mode & 3)],
         capacity: [usize::MAX, 256 << 10, 16 << 10, 1000][usize::from((mode >> 2) & 3)],
-        block_one_in,
-        seed,
+        refusals: Refusals::new(block_one_in, seed),
         moved: Rc::clone(&moved),
         check: None,
     };
@@ -854,8 +837,7 @@ pub(super) fn run(params: u8, config: u8, mode: u8, ops: &[u8]) -> Outcome {
         max_read: [usize::MAX, 4096, 97, 13][usize::from(mode >> 6)],
         max_write: usize::MAX,
         capacity: usize::MAX,
-        block_one_in,
-        seed: seed.rotate_left(32) | 1,
+        refusals: Refusals::new(block_one_in, seed.rotate_left(32) | 1),
         moved: Rc::clone(&moved),
         check: Some(Box::new(WireCheck::new(&plan, negotiated))),
     };
