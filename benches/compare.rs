@@ -942,115 +942,190 @@ mod server {
     /// buffer.
     fn sink(ws: WebSocket<TcpStream>, count: u64) {
         let mut stream = ws.into_inner();
-        let mut buf = vec![0u8; 256 * 1024];
-        let (mut start, mut end) = (0usize, 0usize);
+        let mut buf = SinkBuf::new();
         let mut skip = 0u64;
         let (mut seen, mut bytes) = (0u64, 0u64);
-        let mut t0: Option<(Instant, u64)> = None;
+        let mut timer = SinkTimer::default();
         loop {
-            if skip > 0 {
-                let take = skip.min((end - start) as u64);
-                start += take as usize;
-                skip -= take;
-            }
+            skip -= buf.consume_up_to(skip);
             while skip == 0 {
-                let avail = &buf[start..end];
-                if avail.len() < 2 {
+                let Some(h) = FrameHead::parse(buf.unread()) else {
                     break;
-                }
-                let (b0, b1) = (avail[0], avail[1]);
-                let len7 = (b1 & 0x7f) as usize;
-                let ext = match len7 {
-                    126 => 2,
-                    127 => 8,
-                    _ => 0,
                 };
-                let masked = b1 & 0x80 != 0;
-                let head = 2 + ext + if masked { 4 } else { 0 };
-                if avail.len() < head {
-                    break;
-                }
-                let len = match len7 {
-                    126 => u16::from_be_bytes([avail[2], avail[3]]) as u64,
-                    127 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&avail[2..10]);
-                        u64::from_be_bytes(b)
-                    }
-                    n => n as u64,
-                };
-                let opcode = b0 & 0x0f;
-                if opcode >= 8 {
+                if h.opcode >= 8 {
                     // A control frame: needs its (small) payload.
-                    let total = head + len as usize;
-                    if avail.len() < total {
+                    let Some(frame) = buf.unread().get(..h.size + h.len as usize) else {
                         break;
-                    }
-                    let mut body = avail[head..total].to_vec();
-                    if masked {
-                        let mask = &avail[head - 4..head];
-                        for (i, b) in body.iter_mut().enumerate() {
-                            *b ^= mask[i % 4];
-                        }
-                    }
-                    start += total;
-                    match opcode {
-                        8 => {
-                            let _ = stream.write_all(&server_frame(8, &[0x03, 0xe8]));
-                            let _ = stream.shutdown(Shutdown::Write);
-                            return;
-                        }
-                        9 if stream.write_all(&server_frame(10, &body)).is_err() => return,
-                        _ => {}
+                    };
+                    let payload: Vec<u8> = h.unmasked(&frame[h.size..]).collect();
+                    buf.consume(frame.len());
+                    if !answer_control(&mut stream, h.opcode, &payload) {
+                        return;
                     }
                     continue;
                 }
-                start += head;
-                bytes += len;
-                let have = (end - start) as u64;
-                if have >= len {
-                    start += len as usize;
-                } else {
-                    skip = len - have;
-                    start = end;
-                }
-                if b0 & 0x80 != 0 {
+                buf.consume(h.size);
+                bytes += h.len;
+                skip = h.len - buf.consume_up_to(h.len);
+                if h.fin {
                     seen += 1;
                     if seen == count {
-                        let (t, c) = t0.unwrap_or((Instant::now(), own_thread_cpu()));
-                        let rec = Record {
-                            kind: "sink",
-                            wall_ns: t.elapsed().as_nanos() as u64,
-                            cpu_ns: own_thread_cpu().saturating_sub(c),
-                            count,
-                            bytes,
-                        };
-                        with_state(|s| s.records.push(rec));
+                        timer.record("sink", count, bytes);
                         if stream.write_all(&server_frame(1, b"done")).is_err() {
                             return;
                         }
                     }
                 }
             }
-            if start == end {
-                start = 0;
-                end = 0;
-            } else if start > 0 {
-                buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
+            if !buf.fill(&mut stream) {
+                return;
             }
-            match stream.read(&mut buf[end..]) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if t0.is_none() {
-                        t0 = Some((Instant::now(), own_thread_cpu()));
+            timer.start();
+        }
+    }
+
+    /// A frame header as the sinks read it.
+    struct FrameHead {
+        fin: bool,
+        rsv1: bool,
+        opcode: u8,
+        /// All zeros for an unmasked frame.
+        mask: [u8; 4],
+        /// The payload length.
+        len: u64,
+        /// The header's own length.
+        size: usize,
+    }
+
+    impl FrameHead {
+        /// The header at the start of `bytes`, once all of it is there.
+        fn parse(bytes: &[u8]) -> Option<FrameHead> {
+            let (&b0, &b1) = (bytes.first()?, bytes.get(1)?);
+            let masked = b1 & 0x80 != 0;
+            let (len, ext) = match b1 & 0x7f {
+                126 => (
+                    u64::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
+                    2,
+                ),
+                127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?), 8),
+                n => (u64::from(n), 0),
+            };
+            let size = 2 + ext + if masked { 4 } else { 0 };
+            let mask = if masked {
+                bytes.get(size - 4..size)?.try_into().ok()?
+            } else {
+                [0; 4]
+            };
+            Some(FrameHead {
+                fin: b0 & 0x80 != 0,
+                rsv1: b0 & 0x40 != 0,
+                opcode: b0 & 0x0f,
+                mask,
+                len,
+                size,
+            })
+        }
+
+        /// `payload` (this frame's, from its start) with the mask removed.
+        fn unmasked<'a>(&'a self, payload: &'a [u8]) -> impl Iterator<Item = u8> + 'a {
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ self.mask[i % 4])
+        }
+    }
+
+    /// Answers a control frame by hand: a pong for a ping, the close handshake for a close.
+    /// `false` when the sink is done.
+    fn answer_control(stream: &mut TcpStream, opcode: u8, payload: &[u8]) -> bool {
+        match opcode {
+            8 => {
+                let _ = stream.write_all(&server_frame(8, &[0x03, 0xe8]));
+                let _ = stream.shutdown(Shutdown::Write);
+                false
+            }
+            9 => stream.write_all(&server_frame(10, payload)).is_ok(),
+            _ => true,
+        }
+    }
+
+    /// The sinks' read buffer: `buf[start..end]` is read but not yet parsed.
+    struct SinkBuf {
+        buf: Vec<u8>,
+        start: usize,
+        end: usize,
+    }
+
+    impl SinkBuf {
+        fn new() -> SinkBuf {
+            SinkBuf {
+                buf: vec![0; 256 * 1024],
+                start: 0,
+                end: 0,
+            }
+        }
+
+        fn unread(&self) -> &[u8] {
+            &self.buf[self.start..self.end]
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.start += n;
+        }
+
+        /// Consumes up to `n` bytes and says how many.
+        fn consume_up_to(&mut self, n: u64) -> u64 {
+            let take = n.min((self.end - self.start) as u64);
+            self.start += take as usize;
+            take
+        }
+
+        /// Makes room for a whole frame of `size` bytes.
+        fn reserve_frame(&mut self, size: usize) {
+            if size > self.buf.len() {
+                self.buf.resize(size.next_power_of_two(), 0);
+            }
+        }
+
+        /// Moves what is unparsed to the front and reads more; `false` when the peer is gone.
+        fn fill(&mut self, stream: &mut TcpStream) -> bool {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            loop {
+                match stream.read(&mut self.buf[self.end..]) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        self.end += n;
+                        return true;
                     }
-                    end += n;
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
             }
+        }
+    }
+
+    /// A sink's wall and CPU time, from the first bytes it read.
+    #[derive(Default)]
+    struct SinkTimer(Option<(Instant, u64)>);
+
+    impl SinkTimer {
+        fn start(&mut self) {
+            self.0
+                .get_or_insert_with(|| (Instant::now(), own_thread_cpu()));
+        }
+
+        fn record(&self, kind: &'static str, count: u64, bytes: u64) {
+            let (t, c) = self.0.unwrap_or((Instant::now(), own_thread_cpu()));
+            let rec = Record {
+                kind,
+                wall_ns: t.elapsed().as_nanos() as u64,
+                cpu_ns: own_thread_cpu().saturating_sub(c),
+                count,
+                bytes,
+            };
+            with_state(|s| s.records.push(rec));
         }
     }
 
@@ -1118,79 +1193,44 @@ mod server {
         let pool = json_pool();
         let mut stream = ws.into_inner();
         let mut inflater = deflate.then(|| Decompress::new(false));
-        let mut buf = vec![0u8; 256 * 1024];
-        let (mut start, mut end) = (0usize, 0usize);
+        let mut buf = SinkBuf::new();
         // The message being assembled: compressed (RSV1 on its first frame) or not, its
         // unmasked compressed payload, its uncompressed length so far.
         let (mut compressed, mut zmsg, mut plain_len) = (false, Vec::new(), 0usize);
         let mut inflated = Vec::with_capacity(4096);
         let (mut seen, mut bytes) = (0u64, 0u64);
         let mut failure: Option<String> = None;
-        let mut t0: Option<(Instant, u64)> = None;
+        let mut timer = SinkTimer::default();
         loop {
             // Whole frames only: every frame here is small, and the buffer grows for any
             // that is not.
-            while end - start >= 2 {
-                let (b0, b1) = (buf[start], buf[start + 1]);
-                let len7 = (b1 & 0x7f) as usize;
-                let ext = match len7 {
-                    126 => 2,
-                    127 => 8,
-                    _ => 0,
-                };
-                let masked = b1 & 0x80 != 0;
-                let head = 2 + ext + if masked { 4 } else { 0 };
-                if end - start < head {
+            while let Some(h) = FrameHead::parse(buf.unread()) {
+                let size = h.size + h.len as usize;
+                let Some(frame) = buf.unread().get(..size) else {
+                    buf.reserve_frame(size);
                     break;
-                }
-                let len = match len7 {
-                    126 => u16::from_be_bytes([buf[start + 2], buf[start + 3]]) as usize,
-                    127 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&buf[start + 2..start + 10]);
-                        u64::from_be_bytes(b) as usize
-                    }
-                    n => n,
                 };
-                if end - start < head + len {
-                    if head + len > buf.len() {
-                        buf.resize((head + len).next_power_of_two(), 0);
-                    }
-                    break;
-                }
-                let mask = [0, 1, 2, 3].map(|i| if masked { buf[start + head - 4 + i] } else { 0 });
-                let body = start + head..start + head + len;
-                start = body.end;
-                let opcode = b0 & 0x0f;
-                if opcode >= 8 {
-                    let payload: Vec<u8> = buf[body]
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| b ^ mask[i % 4])
-                        .collect();
-                    match opcode {
-                        8 => {
-                            let _ = stream.write_all(&server_frame(8, &[0x03, 0xe8]));
-                            let _ = stream.shutdown(Shutdown::Write);
-                            return;
-                        }
-                        9 if stream.write_all(&server_frame(10, &payload)).is_err() => return,
-                        _ => {}
+                if h.opcode >= 8 {
+                    let payload: Vec<u8> = h.unmasked(&frame[h.size..]).collect();
+                    buf.consume(size);
+                    if !answer_control(&mut stream, h.opcode, &payload) {
+                        return;
                     }
                     continue;
                 }
-                bytes += len as u64;
-                if opcode != 0 {
-                    compressed = b0 & 0x40 != 0;
+                bytes += h.len;
+                if h.opcode != 0 {
+                    compressed = h.rsv1;
                     zmsg.clear();
                     plain_len = 0;
                 }
                 if compressed {
-                    zmsg.extend(buf[body].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+                    zmsg.extend(h.unmasked(&frame[h.size..]));
                 } else {
-                    plain_len += len;
+                    plain_len += h.len as usize;
                 }
-                if b0 & 0x80 == 0 {
+                buf.consume(size);
+                if !h.fin {
                     continue;
                 }
                 let expected = pool[(seen % pool.len() as u64) as usize].as_bytes();
@@ -1213,15 +1253,7 @@ mod server {
                 }
                 seen += 1;
                 if seen == count {
-                    let (t, c) = t0.unwrap_or((Instant::now(), own_thread_cpu()));
-                    let rec = Record {
-                        kind: "json-sink",
-                        wall_ns: t.elapsed().as_nanos() as u64,
-                        cpu_ns: own_thread_cpu().saturating_sub(c),
-                        count,
-                        bytes,
-                    };
-                    with_state(|s| s.records.push(rec));
+                    timer.record("json-sink", count, bytes);
                     let reply = match &failure {
                         None => "done".to_owned(),
                         Some(f) => format!("error: {f}"),
@@ -1234,25 +1266,10 @@ mod server {
                     }
                 }
             }
-            if start == end {
-                start = 0;
-                end = 0;
-            } else if start > 0 {
-                buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
+            if !buf.fill(&mut stream) {
+                return;
             }
-            match stream.read(&mut buf[end..]) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if t0.is_none() {
-                        t0 = Some((Instant::now(), own_thread_cpu()));
-                    }
-                    end += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
+            timer.start();
         }
     }
 }
