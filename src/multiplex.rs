@@ -1342,18 +1342,9 @@ mod tests {
 
     #[test]
     fn send_decisions() {
-        assert!(send_decision(State::Connected));
-        assert!(send_decision(State::Connecting));
-        for s in [
-            State::Idle,
-            State::Disconnecting,
-            State::Disconnected,
-            State::Reconnecting,
-            State::BackingOff,
-            State::Failed,
-            State::Closed,
-        ] {
-            assert!(!send_decision(s), "{s}");
+        for s in State::ALL {
+            let expected = matches!(s, State::Connected | State::Connecting);
+            assert_eq!(send_decision(s), expected, "{s}");
         }
     }
 
