@@ -133,10 +133,7 @@ fn debug_output_is_useful() {
 #[test]
 fn handle_debug_and_stats_are_useful() {
     let server = WsServer::echo();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .connect()
-        .expect("connect");
+    let ws = connect_without_heartbeat(&server.url());
     let debug = format!("{ws:?}");
     assert!(debug.contains("SyncWebSocket"), "{debug}");
     assert!(debug.contains(&server.url()), "{debug}");

@@ -12,20 +12,23 @@ use std::time::{Duration, Instant};
 use common::*;
 use jetsocket::{CloseCode, Error, Event, Message, State, SyncWebSocket};
 
-fn connect(url: &str) -> SyncWebSocket {
-    SyncWebSocket::builder(url)
-        .heartbeat(None)
-        .connect()
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
-}
-
 /// Margin on top of the close timeout for "returns promptly" bounds (a loaded 2-core machine).
 const MARGIN: Duration = Duration::from_secs(5);
+
+/// Starts `ws.connect()` on another thread; its result arrives on the returned channel.
+fn connect_in_background(ws: &SyncWebSocket) -> crossbeam_channel::Receiver<jetsocket::Result<()>> {
+    let ws = ws.clone();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send(ws.connect());
+    });
+    done_rx
+}
 
 #[test]
 fn server_sees_code_and_reason_of_close_with() {
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     let ws2 = ws.clone();
     within(TIMEOUT, "close_with", move || ws2.close_with(4000, "bye")).expect("close_with");
     assert_eq!(
@@ -40,10 +43,9 @@ fn server_sees_code_and_reason_of_close_with() {
 #[test]
 fn plain_close_sends_1000() {
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     let events = ws.events();
-    let ws2 = ws.clone();
-    within(TIMEOUT, "close", move || ws2.close()).expect("close");
+    close_within(&ws, TIMEOUT, "close").expect("close");
     assert_eq!(server.wait_for_close(TIMEOUT).map(|c| c.0), Some(1000));
     // The events end with the close sequence, then the channel disconnects.
     let mut seen = Vec::new();
@@ -83,7 +85,7 @@ fn plain_close_sends_1000() {
 #[test]
 fn sends_after_close_fail_with_already_closed() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     ws.close().expect("close");
     assert!(matches!(ws.send_text("x"), Err(Error::AlreadyClosed)));
     assert!(matches!(ws.send("x"), Err(Error::AlreadyClosed)));
@@ -111,7 +113,7 @@ fn sends_after_close_fail_with_already_closed() {
 fn received_messages_stay_readable_after_close() {
     const N: usize = 50;
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     for i in 0..N {
         assert_eq!(
             server.send_all(tungstenite::Message::text(format!("m{i}"))),
@@ -145,7 +147,7 @@ fn received_messages_stay_readable_after_close() {
 fn queued_messages_go_out_before_the_close_frame() {
     const N: usize = 500;
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     for i in 0..N {
         ws.send_text(format!("q{i}")).expect("send");
     }
@@ -169,24 +171,14 @@ fn close_while_connecting_to_a_black_hole_returns_promptly() {
         .build()
         .expect("build");
     let events = ws.events();
-    let connecting = ws.clone();
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = done_tx.send(connecting.connect());
-    });
-    loop {
-        match events.recv_timeout(TIMEOUT).expect("Connecting event") {
-            Event::Connecting { .. } => break,
-            _ => continue,
-        }
-    }
+    let done_rx = connect_in_background(&ws);
+    events_until(&events, |e| matches!(e, Event::Connecting { .. }));
     assert_eq!(ws.state(), State::Connecting);
     let started = Instant::now();
-    let ws2 = ws.clone();
-    within(
+    close_within(
+        &ws,
         close_timeout + MARGIN,
         "close() during a black-holed connect",
-        move || ws2.close(),
     )
     .expect("close");
     assert!(started.elapsed() < close_timeout + MARGIN);
@@ -209,19 +201,14 @@ fn close_during_a_hanging_handshake_returns_promptly() {
         .close_timeout(close_timeout)
         .build()
         .expect("build");
-    let connecting = ws.clone();
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = done_tx.send(connecting.connect());
-    });
+    let done_rx = connect_in_background(&ws);
     assert_eq!(silent.wait_for_requests(1, TIMEOUT).len(), 1);
     assert_eq!(ws.state(), State::Connecting);
     let started = Instant::now();
-    let ws2 = ws.clone();
-    within(
+    close_within(
+        &ws,
         close_timeout + MARGIN,
         "close() during a hanging handshake",
-        move || ws2.close(),
     )
     .expect("close");
     assert!(started.elapsed() < close_timeout + MARGIN);
@@ -249,13 +236,7 @@ fn close_is_bounded_when_the_peer_never_answers() {
         .connect()
         .expect("connect");
     let started = Instant::now();
-    let ws2 = ws.clone();
-    within(
-        close_timeout + MARGIN,
-        "close() with a silent peer",
-        move || ws2.close(),
-    )
-    .expect("close");
+    close_within(&ws, close_timeout + MARGIN, "close() with a silent peer").expect("close");
     assert!(started.elapsed() < close_timeout + MARGIN);
     assert_eq!(ws.state(), State::Closed);
     drop(stop_tx);
@@ -264,7 +245,7 @@ fn close_is_bounded_when_the_peer_never_answers() {
 #[test]
 fn closing_twice_is_fine() {
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     let ws2 = ws.clone();
     within(TIMEOUT, "two closes", move || {
         ws2.close().expect("first close");
@@ -281,7 +262,7 @@ fn closing_twice_is_fine() {
 #[test]
 fn concurrent_closes_from_many_threads() {
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     within(TIMEOUT, "concurrent closes", move || {
         std::thread::scope(|s| {
             for _ in 0..4 {
@@ -322,7 +303,7 @@ fn close_before_connecting_and_after_a_server_close() {
 #[test]
 fn close_codes_that_cannot_be_sent_are_rejected() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     for code in [999u16, 1004, 1005, 1006, 1015, 2999, 5000, 65535] {
         match ws.close_with(code, "") {
             Err(Error::InvalidConfig(_)) => {}
@@ -335,11 +316,7 @@ fn close_codes_that_cannot_be_sent_are_rejected() {
     }
     // A rejected close leaves the connection open.
     assert_eq!(ws.state(), State::Connected);
-    ws.send_text("still open").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("still open")
-    );
+    assert_echo(&ws, "still open");
     ws.close_with(1000, "x".repeat(123))
         .expect("a 123-byte reason is fine");
 }
@@ -382,7 +359,7 @@ fn server_initiated_close_is_answered() {
 #[test]
 fn close_wakes_blocked_receivers() {
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut threads = Vec::new();
     for i in 0..3 {
@@ -422,7 +399,7 @@ fn close_wakes_blocked_receivers() {
 #[test]
 fn close_from_inside_a_callback() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     let weak = ws.downgrade();
     let (tx, rx) = crossbeam_channel::bounded(1);
     ws.on(jetsocket::EventKind::Message, move |_| {

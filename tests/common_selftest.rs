@@ -42,6 +42,22 @@ fn client_tcp(ws: &ClientWs) -> &TcpStream {
     }
 }
 
+/// Asserts that nothing arrives on `ws` within `quiet` (the read times out), then restores
+/// the usual read timeout.
+fn assert_silent_for(ws: &mut ClientWs, quiet: Duration) {
+    client_tcp(ws).set_read_timeout(Some(quiet)).unwrap();
+    match ws.read() {
+        Err(tungstenite::Error::Io(e)) => {
+            assert!(matches!(
+                e.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut
+            ))
+        }
+        other => panic!("expected silence for {quiet:?}, got {other:?}"),
+    }
+    client_tcp(ws).set_read_timeout(Some(TIMEOUT)).unwrap();
+}
+
 /// Names of threads that are neither the main thread nor a harness thread (harness threads
 /// are named after the `st_*` tests). A freshly spawned harness thread briefly carries the
 /// main thread's name, so callers wait for this to become empty rather than snapshotting it.
@@ -114,19 +130,7 @@ fn st_recording_keeps_order_and_close_frames() {
     }
     assert_eq!(got[5], Message::Binary(vec![9u8].into()));
     // Nothing is echoed: a short read must time out.
-    client_tcp(&ws)
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    match ws.read() {
-        Err(tungstenite::Error::Io(e)) => {
-            assert!(matches!(
-                e.kind(),
-                ErrorKind::WouldBlock | ErrorKind::TimedOut
-            ))
-        }
-        other => panic!("expected timeout, got {other:?}"),
-    }
-    client_tcp(&ws).set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_silent_for(&mut ws, Duration::from_millis(200));
     ws.close(Some(close_frame(4000, "custom"))).unwrap();
     let _ = ws.read();
     assert_eq!(
@@ -423,18 +427,7 @@ fn st_fault_proxy_black_hole_and_delay() {
 
     proxy.set_black_hole(true);
     ws.send(text("lost")).unwrap();
-    client_tcp(&ws)
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    match ws.read() {
-        Err(tungstenite::Error::Io(e)) => {
-            assert!(matches!(
-                e.kind(),
-                ErrorKind::WouldBlock | ErrorKind::TimedOut
-            ))
-        }
-        other => panic!("expected silence, got {other:?}"),
-    }
+    assert_silent_for(&mut ws, Duration::from_millis(300));
     assert_eq!(upstream.texts(), vec!["before".to_string()]);
     assert_eq!(proxy.live(), 1, "black hole must keep the socket open");
     proxy.set_black_hole(false);

@@ -16,23 +16,6 @@ use jetsocket::{
     State, SyncWebSocket, Timeout, TlsConfig,
 };
 
-/// Waits for the `Closed` event that ends a connection.
-fn wait_closed(events: &crossbeam_channel::Receiver<Event>) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        match events.recv_timeout(TIMEOUT) {
-            Ok(e) => {
-                let end = matches!(e, Event::Closed { .. });
-                seen.push(e);
-                if end {
-                    return seen;
-                }
-            }
-            Err(e) => panic!("no Closed event: {e}; saw {seen:?}"),
-        }
-    }
-}
-
 fn fast_retry() -> BackoffConfig {
     BackoffConfig::default()
         .base(Duration::from_millis(5))
@@ -59,6 +42,14 @@ fn scripted(respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> RawSer
         let _ = tcp.shutdown(Shutdown::Write);
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
         drain(&mut tcp);
+    })
+}
+
+/// A [`scripted`] server that answers a correct `101` carrying the extra header line `extra`.
+fn upgrade_with(extra: &'static str) -> RawServer {
+    scripted(move |accept| {
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{extra}\r\n\r\n")
+            .into_bytes()
     })
 }
 
@@ -369,21 +360,12 @@ fn wrong_accept_key_is_a_handshake_error() {
 
 #[test]
 fn unoffered_subprotocol_or_extension_is_a_handshake_error() {
-    let server = scripted(|accept| {
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n")
-            .into_bytes()
-    });
+    let server = upgrade_with("Sec-WebSocket-Protocol: chat");
     expect_handshake_error(&server, "subprotocol not offered");
-    let server = scripted(|accept| {
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame\r\n\r\n")
-            .into_bytes()
-    });
+    let server = upgrade_with("Sec-WebSocket-Extensions: x-webkit-deflate-frame");
     expect_handshake_error(&server, "extension not offered");
     // With compression turned off, permessage-deflate is not offered either.
-    let server = scripted(|accept| {
-        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
-            .into_bytes()
-    });
+    let server = upgrade_with("Sec-WebSocket-Extensions: permessage-deflate");
     expect_handshake_error_from(
         SyncWebSocket::builder(server.url()).compression(false),
         "compression not offered",
@@ -466,14 +448,6 @@ fn connect_timeout_covers_a_hanging_handshake() {
 
 // ----- huge durations: a setting may mean "no limit", but it must never crash the engine ----
 
-fn echo_once(ws: &SyncWebSocket) {
-    ws.send_text("ping").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("ping")
-    );
-}
-
 #[test]
 fn huge_connect_timeout_does_not_crash_the_engine() {
     let server = WsServer::echo();
@@ -481,7 +455,7 @@ fn huge_connect_timeout_does_not_crash_the_engine() {
         .connect_timeout(Duration::MAX)
         .connect()
         .expect("connect_timeout(Duration::MAX) should connect or be InvalidConfig");
-    echo_once(&ws);
+    assert_echo(&ws, "ping");
     ws.close().expect("close");
 }
 
@@ -510,7 +484,7 @@ fn huge_heartbeat_interval_does_not_crash_the_engine() {
         .heartbeat(HeartbeatConfig::new(Duration::MAX, Duration::MAX))
         .connect()
         .expect("a huge heartbeat interval should connect or be InvalidConfig");
-    echo_once(&ws);
+    assert_echo(&ws, "ping");
     ws.close().expect("close");
 }
 
@@ -521,7 +495,7 @@ fn huge_max_connection_age_does_not_crash_the_engine() {
         .max_connection_age(Duration::MAX)
         .connect()
         .expect("a huge max_connection_age should connect or be InvalidConfig");
-    echo_once(&ws);
+    assert_echo(&ws, "ping");
     ws.close().expect("close");
 }
 

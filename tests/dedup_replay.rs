@@ -64,23 +64,28 @@ fn resending_server() -> WsServer {
     })
 }
 
-#[test]
-fn dedup_drops_exactly_the_repeats_resent_after_a_reconnect() {
+/// A handle (with dedup on or off) to a [`resending_server`] that has received the first 50
+/// messages, lost its connection and reconnected: the server is resending 41..=60.
+fn reconnected_to_a_resending_server(dedup: bool) -> (WsServer, SyncWebSocket) {
     let server = resending_server();
     let ws = SyncWebSocket::builder(server.url())
         .heartbeat(None)
         .backoff(fast_backoff())
         .sequence_id(seq_of)
-        .buffer(BufferConfig::default().dedup(true))
+        .buffer(BufferConfig::default().dedup(dedup))
         .build()
         .expect("build");
     let events = ws.events();
     ws.connect().expect("connect");
-
     wait_received(&ws, 50);
     server.drop_all();
     events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
+    (server, ws)
+}
 
+#[test]
+fn dedup_drops_exactly_the_repeats_resent_after_a_reconnect() {
+    let (_server, ws) = reconnected_to_a_resending_server(true);
     assert_eq!(recv_seqs(&ws, 60), (1..=60).collect::<Vec<u64>>());
     // All 20 resent messages were read; the 10 repeats among them were dropped.
     wait_received(&ws, 70);
@@ -97,18 +102,7 @@ fn dedup_drops_exactly_the_repeats_resent_after_a_reconnect() {
 
 #[test]
 fn without_dedup_repeats_are_delivered() {
-    let server = resending_server();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .backoff(fast_backoff())
-        .sequence_id(seq_of)
-        .build()
-        .expect("build");
-    let events = ws.events();
-    ws.connect().expect("connect");
-    wait_received(&ws, 50);
-    server.drop_all();
-    events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
+    let (_server, ws) = reconnected_to_a_resending_server(false);
     let expected: Vec<u64> = (1..=50).chain(41..=60).collect();
     assert_eq!(recv_seqs(&ws, 70), expected);
     assert_eq!(ws.stats().deduplicated, 0);

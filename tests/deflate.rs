@@ -808,16 +808,7 @@ fn failure_case(
         let _ = tx.send(read_client_frames_until_eof(tcp, MAX_CLIENT_FRAME));
     });
     let ws = configure(client(server.url())).build().expect("build");
-    ws.connect()
-        .unwrap_or_else(|e| panic!("{case}: handshake failed: {e}"));
-    let first = ws
-        .recv_timeout(TIMEOUT)
-        .unwrap_or_else(|e| panic!("{case}: the message before the bad frame was lost: {e}"));
-    assert_eq!(first.as_text(), Some("before"), "{case}");
-    let err = match ws.recv_timeout(TIMEOUT) {
-        Ok(m) => panic!("{case}: got a message instead of an error: {m:?}"),
-        Err(e) => e,
-    };
+    let err = connect_then_error_after_before(&ws, case);
     assert!(expected(&err), "{case}: unexpected error {err:?}");
     assert_eq!(ws.state(), State::Failed, "{case}: state after {err}");
     let frames = recv_result(&rx, case);

@@ -67,17 +67,10 @@ fn drop_closes_the_connection_and_joins_its_thread() {
 fn drop_of_a_clone_keeps_the_connection() {
     let _g = serial();
     let server = WsServer::echo();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .connect()
-        .expect("connect");
+    let ws = connect_without_heartbeat(&server.url());
     let clone = ws.clone();
     drop(clone);
-    ws.send_text("still here").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("still here")
-    );
+    assert_echo(&ws, "still here");
     assert!(server.close_frames().is_empty());
     drop(ws);
     assert_eq!(server.wait_for_close(TIMEOUT).map(|c| c.0), Some(1000));
@@ -98,11 +91,7 @@ fn drop_fifty_cycles_leak_no_threads_or_fds() {
         }
         let ws = builder.connect().expect("connect");
         let _events = ws.events();
-        ws.send_text(format!("c{i}")).expect("send");
-        assert_eq!(
-            ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-            Some(format!("c{i}").as_str())
-        );
+        assert_echo(&ws, &format!("c{i}"));
         drop(ws);
     };
     // Warm up once (lazy process-wide initialisation), then measure.
@@ -116,16 +105,7 @@ fn drop_fifty_cycles_leak_no_threads_or_fds() {
     }
     assert!(server.wait_for_live(0, TIMEOUT));
     assert_no_jetsocket_threads();
-    assert!(
-        wait_until(TIMEOUT, || counted_threads().len() <= threads.len()),
-        "threads leaked: before {threads:?}, after {:?}",
-        counted_threads()
-    );
-    assert!(
-        wait_until(TIMEOUT, || open_fds() <= fds),
-        "fds leaked: before {fds}, after {}",
-        open_fds()
-    );
+    assert_no_thread_or_fd_leak(counted_threads, &threads, fds);
     assert_eq!(
         server.close_frames().len(),
         51,
@@ -137,10 +117,7 @@ fn drop_fifty_cycles_leak_no_threads_or_fds() {
 fn drop_frees_a_handle_whose_callbacks_hold_a_weak_handle() {
     let _g = serial();
     let server = WsServer::echo();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .connect()
-        .expect("connect");
+    let ws = connect_without_heartbeat(&server.url());
     let weak = ws.downgrade();
     let calls = Arc::new(AtomicUsize::new(0));
     let calls2 = Arc::clone(&calls);
@@ -163,10 +140,7 @@ fn drop_frees_a_handle_whose_callbacks_hold_a_weak_handle() {
 fn drop_of_the_last_handle_inside_a_callback() {
     let _g = serial();
     let server = WsServer::echo();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .connect()
-        .expect("connect");
+    let ws = connect_without_heartbeat(&server.url());
     let weak = ws.downgrade();
     let (holding_tx, holding_rx) = crossbeam_channel::bounded::<()>(1);
     let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
@@ -200,20 +174,13 @@ fn drop_of_the_last_handle_inside_a_callback() {
 fn drop_callback_with_a_strong_clone_is_released_by_close() {
     let _g = serial();
     let server = WsServer::echo();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .connect()
-        .expect("connect");
+    let ws = connect_without_heartbeat(&server.url());
     let captured = ws.clone();
     ws.on(EventKind::Pong, move |_| {
         let _ = captured.state();
     });
     let probe = ws.downgrade();
-    within(TIMEOUT, "close", {
-        let ws = ws.clone();
-        move || ws.close()
-    })
-    .expect("close");
+    close_within(&ws, TIMEOUT, "close").expect("close");
     drop(ws);
     assert!(
         wait_until(TIMEOUT, || probe.upgrade().is_none()),
@@ -276,12 +243,7 @@ fn drop_while_a_handshake_hangs_returns_promptly() {
     // The next attempt reaches the proxy, which swallows the handshake.
     proxy.set_black_hole(true);
     proxy.reset_all();
-    loop {
-        match events.recv_timeout(TIMEOUT).expect("Connecting event") {
-            Event::Connecting { .. } => break,
-            _ => continue,
-        }
-    }
+    events_until(&events, |e| matches!(e, Event::Connecting { .. }));
     assert!(proxy.wait_for_connections(2, TIMEOUT));
     assert_eq!(ws.state(), State::Connecting);
     let started = Instant::now();
@@ -298,28 +260,7 @@ fn drop_while_a_handshake_hangs_returns_promptly() {
 fn drop_while_backing_off_returns_promptly() {
     let _g = serial();
     let server = WsServer::echo();
-    let proxy = FaultProxy::start(server.addr());
-    let ws = SyncWebSocket::builder(proxy.url())
-        .heartbeat(None)
-        .backoff(
-            BackoffConfig::default()
-                .base(Duration::from_secs(60))
-                .cap(Duration::from_secs(60))
-                .jitter(false),
-        )
-        .connect()
-        .expect("connect");
-    let events = ws.events();
-    proxy.reset_all();
-    loop {
-        match events.recv_timeout(TIMEOUT).expect("BackingOff") {
-            Event::StateChanged {
-                to: State::BackingOff,
-                ..
-            } => break,
-            _ => continue,
-        }
-    }
+    let (_proxy, ws, _events) = backing_off_handle(server.addr());
     within(
         Duration::from_secs(5),
         "drop while backing off",

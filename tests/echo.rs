@@ -15,13 +15,6 @@ use common::*;
 use jetsocket::{BufferConfig, Error, Event, Message, OverflowPolicy, State, SyncWebSocket};
 use tungstenite::Message as WsMsg;
 
-fn connect(url: &str) -> SyncWebSocket {
-    SyncWebSocket::builder(url)
-        .heartbeat(None)
-        .connect()
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
-}
-
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
@@ -29,7 +22,7 @@ fn pattern(len: usize) -> Vec<u8> {
 #[test]
 fn text_and_binary_echo_at_frame_size_boundaries() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 65_537] {
         let text: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
         ws.send_text(text.clone()).expect("send text");
@@ -45,18 +38,14 @@ fn text_and_binary_echo_at_frame_size_boundaries() {
         assert_eq!(got.as_bytes(), &pattern(len)[..], "binary of {len} bytes");
     }
     // Multi-byte UTF-8 survives.
-    ws.send_text("grüße, 世界 🦀").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("grüße, 世界 🦀")
-    );
+    assert_echo(&ws, "grüße, 世界 🦀");
     ws.close().expect("close");
 }
 
 #[test]
 fn one_mebibyte_echo() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     let big = pattern(1 << 20);
     ws.send(Message::binary(big.clone())).expect("send");
     let got = ws.recv_timeout(TIMEOUT).expect("echo");
@@ -79,7 +68,7 @@ fn eight_threads_share_one_handle_and_keep_their_order() {
     const THREADS: usize = 8;
     const PER_THREAD: usize = 10_000;
     let server = WsServer::recording();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let ws = ws.clone();
@@ -182,7 +171,7 @@ fn client_sends_get_through_while_the_server_floods() {
         let _ = conn.tcp().shutdown(std::net::Shutdown::Both);
         let _ = writer.join();
     });
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     // The flood is under way before the client sends anything.
     assert!(
         wait_until(TIMEOUT, || ws.stats().messages_received >= 10_000),
@@ -237,7 +226,7 @@ fn server_ping_is_answered_while_the_client_is_idle() {
         }
     });
     // Heartbeats off and nothing sent or received: only the engine can answer.
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     let pong = rx
         .recv_timeout(TIMEOUT)
         .expect("the idle client never answered the server's ping");
@@ -254,7 +243,7 @@ fn greeting_sent_right_after_the_handshake_is_delivered() {
         conn.serve(true);
     });
     for _ in 0..20 {
-        let ws = connect(&server.url());
+        let ws = connect_without_heartbeat(&server.url());
         assert_eq!(
             ws.recv_timeout(TIMEOUT).expect("greeting").as_text(),
             Some("welcome-1")
@@ -298,18 +287,14 @@ fn handshake_carries_path_query_headers_and_subprotocol() {
         }
     };
     assert_eq!(connected.as_deref(), Some("v2"));
-    ws.send_text("hi").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("hi")
-    );
+    assert_echo(&ws, "hi");
     ws.close().expect("close");
 }
 
 #[test]
 fn recv_variants_and_try_recv() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     assert!(matches!(ws.try_recv(), Ok(None)));
     assert!(matches!(
         ws.recv_timeout(Duration::from_millis(20)),
@@ -334,7 +319,7 @@ fn huge_recv_timeout_does_not_panic() {
     // crossbeam's recv_timeout treats an unrepresentable deadline as "no deadline"; the
     // handle's recv_timeout is documented with the same names and should behave alike.
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     ws.send_text("x").expect("send");
     let ws2 = ws.clone();
     let got = within(TIMEOUT, "recv_timeout(Duration::MAX)", move || {

@@ -126,6 +126,23 @@ fn application_heartbeat_consumes_pongs_and_measures_latency() {
     ws.close().expect("close");
 }
 
+/// Waits for the next `Reconnected` event, asserting that the connection before it was
+/// dropped for a heartbeat timeout; returns the events up to it.
+fn reconnected_after_heartbeat_timeout(events: &crossbeam_channel::Receiver<Event>) -> Vec<Event> {
+    let seen = events_until(events, |e| matches!(e, Event::Reconnected { .. }));
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                error: Some(Error::Timeout(Timeout::Heartbeat)),
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    seen
+}
+
 #[test]
 fn unanswered_application_ping_reconnects() {
     // A recording server answers ping frames (automatically) but never the application ping.
@@ -144,17 +161,7 @@ fn unanswered_application_ping_reconnects() {
         .expect("build");
     let events = ws.events();
     ws.connect().expect("connect");
-    let seen = events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
-    assert!(
-        seen.iter().any(|e| matches!(
-            e,
-            Event::Disconnected {
-                error: Some(Error::Timeout(Timeout::Heartbeat)),
-                ..
-            }
-        )),
-        "{seen:?}"
-    );
+    let seen = reconnected_after_heartbeat_timeout(&events);
     assert!(!seen.iter().any(|e| matches!(e, Event::Pong { .. })));
     assert!(server.wait_for_handshakes(2, TIMEOUT));
     assert!(server.texts().iter().any(|t| t.as_str() == PING));
@@ -187,17 +194,7 @@ fn unanswered_ping_frames_reconnect() {
         .expect("build");
     let events = ws.events();
     ws.connect().expect("connect");
-    let seen = events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
-    assert!(
-        seen.iter().any(|e| matches!(
-            e,
-            Event::Disconnected {
-                error: Some(Error::Timeout(Timeout::Heartbeat)),
-                ..
-            }
-        )),
-        "{seen:?}"
-    );
+    reconnected_after_heartbeat_timeout(&events);
     assert!(server.wait_for_connections(2, TIMEOUT));
     ws.close().expect("close");
     drop(stop_tx);
@@ -219,11 +216,7 @@ fn heartbeat_keeps_a_busy_connection_alive() {
     let mut pongs = 0;
     let mut sent = 0;
     while pongs < 10 {
-        ws.send_text(format!("d{sent}")).expect("send");
-        assert_eq!(
-            ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-            Some(format!("d{sent}").as_str())
-        );
+        assert_echo(&ws, &format!("d{sent}"));
         sent += 1;
         while let Ok(e) = events.try_recv() {
             match e {
@@ -246,10 +239,7 @@ fn heartbeat_keeps_a_busy_connection_alive() {
 #[test]
 fn heartbeat_off_sends_no_pings() {
     let server = WsServer::echo();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .connect()
-        .expect("connect");
+    let ws = connect_without_heartbeat(&server.url());
     let events = ws.events();
     // Negative check: give a (wrongly) running heartbeat time to fire.
     std::thread::sleep(Duration::from_millis(200));

@@ -280,6 +280,21 @@ fn answer(bytes: &'static [u8]) -> impl Fn(&mut TcpStream, &[u8]) + Send + Sync 
     }
 }
 
+/// Answers `101` with the header lines `headers` and the right `Sec-WebSocket-Accept`, then
+/// waits for the client to go away.
+fn answer_101_with(
+    headers: &'static str,
+) -> impl Fn(&mut TcpStream, &[u8]) + Send + Sync + 'static {
+    move |tcp, head| {
+        let accept = tungstenite::handshake::derive_accept_key(request_key(head).as_bytes());
+        let response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\n{headers}Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        let _ = tcp.write_all(response.as_bytes());
+        read_until_eof(tcp);
+    }
+}
+
 #[test]
 fn garbage_instead_of_an_http_response() {
     let cases: [(&str, &'static [u8]); 4] = [
@@ -305,29 +320,13 @@ fn response_without_upgrade_or_with_a_wrong_accept_key() {
     handshake_case(
         "101 without Upgrade",
         TIMEOUT,
-        |tcp, head| {
-            let accept = tungstenite::handshake::derive_accept_key(request_key(head).as_bytes());
-            let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            );
-            let _ = tcp.write_all(response.as_bytes());
-            read_until_eof(tcp);
-        },
+        answer_101_with("Connection: Upgrade\r\n"),
         |e| matches!(e, Error::Handshake(m) if m.contains("Upgrade")),
     );
     handshake_case(
         "101 without Connection: Upgrade",
         TIMEOUT,
-        |tcp, head| {
-            let accept = tungstenite::handshake::derive_accept_key(request_key(head).as_bytes());
-            let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                 Sec-WebSocket-Accept: {accept}\r\n\r\n"
-            );
-            let _ = tcp.write_all(response.as_bytes());
-            read_until_eof(tcp);
-        },
+        answer_101_with("Upgrade: websocket\r\n"),
         |e| matches!(e, Error::Handshake(m) if m.contains("Connection")),
     );
     handshake_case(
@@ -479,16 +478,7 @@ fn frame_case(case: &str, hostile: Vec<u8>, expect: Expect, close_code: u16) {
         .build()
         .expect("build");
     let events = ws.events();
-    ws.connect()
-        .unwrap_or_else(|e| panic!("{case}: handshake failed: {e}"));
-    let first = ws
-        .recv_timeout(TIMEOUT)
-        .unwrap_or_else(|e| panic!("{case}: the message before the bad frame was lost: {e}"));
-    assert_eq!(first.as_text(), Some("before"), "{case}");
-    let err = match ws.recv_timeout(TIMEOUT) {
-        Ok(m) => panic!("{case}: got a message instead of an error: {m:?}"),
-        Err(e) => e,
-    };
+    let err = connect_then_error_after_before(&ws, case);
     let variant_ok = match expect {
         Expect::Protocol => matches!(err, Error::Protocol(_)),
         Expect::TooLarge => matches!(err, Error::MessageTooLarge(_)),

@@ -32,13 +32,6 @@ fn order(id: u64) -> Order {
     }
 }
 
-fn connect(url: &str) -> SyncWebSocket {
-    SyncWebSocket::builder(url)
-        .heartbeat(None)
-        .connect()
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
-}
-
 /// Waits until `n` messages sit in the buffer, so the blocking calls that follow cannot hang.
 fn wait_queued(ws: &SyncWebSocket, n: usize) {
     assert!(
@@ -98,11 +91,7 @@ fn send_json_and_recv_json_round_trip() {
     let sent = ws.stats().messages_sent;
     let bad: BTreeMap<Vec<u8>, u8> = BTreeMap::from([(vec![1, 2], 3)]);
     assert!(matches!(ws.send_json(&bad), Err(Error::Json { .. })));
-    ws.send_text("still fine").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("still fine")
-    );
+    assert_echo(&ws, "still fine");
     assert_eq!(ws.stats().messages_sent, sent + 1);
     ws.close().expect("close");
 }
@@ -110,7 +99,7 @@ fn send_json_and_recv_json_round_trip() {
 #[test]
 fn strict_typed_yields_the_raw_payload_then_continues() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     ws.send_json(&order(1)).expect("send");
     ws.send_text("{broken").expect("send");
     ws.send_json(&json!({"id": 2})).expect("send");
@@ -137,7 +126,7 @@ fn strict_typed_yields_the_raw_payload_then_continues() {
 #[test]
 fn lenient_typed_skips_bad_messages_and_counts_them() {
     let server = WsServer::echo();
-    let ws = connect(&server.url());
+    let ws = connect_without_heartbeat(&server.url());
     ws.send_json(&order(1)).expect("send");
     ws.send_text("garbage").expect("send");
     ws.send_json(&json!({"id": 1, "side": 5})).expect("send");

@@ -130,6 +130,14 @@ fn by_field(key: &'static str) -> impl Fn(&Message) -> Option<String> + Send + S
     }
 }
 
+/// A Binance-dialect multiplex connected to `server`, routing on the `stream` field.
+fn binance_mux(server: &WsServer) -> Multiplex {
+    binance(Multiplex::from_builder(options(&server.url())))
+        .channel_extractor(by_field("stream"))
+        .connect()
+        .expect("connect")
+}
+
 fn publish_binance(mux: &Multiplex, stream: &str, data: Value) {
     mux.connection()
         .send_text(json!({"method": "PUBLISH", "stream": stream, "data": data}).to_string())
@@ -287,10 +295,7 @@ fn bybit_style_routing_with_subscriptions_made_before_connecting() {
 fn two_subscriptions_consumed_on_two_threads() {
     const N: usize = 500;
     let server = exchange();
-    let mux = binance(Multiplex::from_builder(options(&server.url())))
-        .channel_extractor(by_field("stream"))
-        .connect()
-        .expect("connect");
+    let mux = binance_mux(&server);
     let a = mux.subscribe("a").expect("subscribe");
     let b = mux.subscribe("b").expect("subscribe");
     let consume = |sub: Subscription| {
@@ -334,15 +339,7 @@ fn resubscribes_after_a_forced_drop_before_queued_sends() {
     server.drop_all();
     // Wait until the client noticed, then queue a publish while it is away (or, if it is
     // already back, just after): the resubscription must reach the server before it.
-    loop {
-        match events
-            .recv_timeout(TIMEOUT)
-            .expect("an event after the drop")
-        {
-            Event::Disconnected { .. } => break,
-            _ => continue,
-        }
-    }
+    events_until(&events, |e| matches!(e, Event::Disconnected { .. }));
     publish_bybit(&mux, "y", json!(2));
     assert!(server.wait_for_handshakes(2, TIMEOUT));
     // Both channels again, in one batch, in subscription order.
@@ -361,10 +358,7 @@ fn resubscribes_after_a_forced_drop_before_queued_sends() {
 #[test]
 fn single_resubscribe_messages_without_a_batch_builder() {
     let server = exchange();
-    let mux = binance(Multiplex::from_builder(options(&server.url())))
-        .channel_extractor(by_field("stream"))
-        .connect()
-        .expect("connect");
+    let mux = binance_mux(&server);
     let a = mux.subscribe("a").expect("subscribe");
     let b = mux.subscribe("b").expect("subscribe");
     wait_seen(&server, "SUBSCRIBE", 2);
@@ -458,10 +452,7 @@ fn full_queues_drop_the_oldest() {
 #[test]
 fn handles_share_a_channel_and_the_last_drop_unsubscribes() {
     let server = exchange();
-    let mux = binance(Multiplex::from_builder(options(&server.url())))
-        .channel_extractor(by_field("stream"))
-        .connect()
-        .expect("connect");
+    let mux = binance_mux(&server);
     let first = mux.subscribe("s").expect("subscribe");
     let second = mux.subscribe("s").expect("subscribe again");
     let third = first.clone();
@@ -495,10 +486,7 @@ fn handles_share_a_channel_and_the_last_drop_unsubscribes() {
 #[test]
 fn subscriptions_end_when_the_multiplex_closes_or_is_dropped() {
     let server = exchange();
-    let mux = binance(Multiplex::from_builder(options(&server.url())))
-        .channel_extractor(by_field("stream"))
-        .connect()
-        .expect("connect");
+    let mux = binance_mux(&server);
     let a = mux.subscribe("a").expect("subscribe");
     publish_binance(&mux, "a", json!("kept"));
     assert!(wait_until(TIMEOUT, || a.stats().queued == 1));
@@ -513,10 +501,7 @@ fn subscriptions_end_when_the_multiplex_closes_or_is_dropped() {
     assert!(matches!(mux.subscribe("b"), Err(Error::AlreadyClosed)));
 
     // Dropping the multiplex ends a blocked receiver too.
-    let mux = binance(Multiplex::from_builder(options(&server.url())))
-        .channel_extractor(by_field("stream"))
-        .connect()
-        .expect("connect");
+    let mux = binance_mux(&server);
     let b = mux.subscribe("b").expect("subscribe");
     let waiter = std::thread::spawn(move || b.recv());
     drop(mux);

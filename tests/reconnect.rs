@@ -31,11 +31,15 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig::default()
-        .base(Duration::from_millis(5))
-        .cap(Duration::from_millis(50))
-        .jitter(false)
+/// A handle connected to `url` with `backoff` (heartbeat off), and its events.
+fn connect_with_backoff(url: &str, backoff: BackoffConfig) -> (SyncWebSocket, Receiver<Event>) {
+    let ws = SyncWebSocket::builder(url)
+        .heartbeat(None)
+        .backoff(backoff)
+        .connect()
+        .expect("connect");
+    let events = ws.events();
+    (ws, events)
 }
 
 fn is_reconnected(e: &Event) -> bool {
@@ -44,14 +48,6 @@ fn is_reconnected(e: &Event) -> bool {
 
 fn is_closed(e: &Event) -> bool {
     matches!(e, Event::Closed { .. })
-}
-
-fn echo(ws: &SyncWebSocket, text: &str) {
-    ws.send_text(text.to_owned()).expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some(text)
-    );
 }
 
 /// Threads that are neither the main thread nor a harness thread.
@@ -94,7 +90,7 @@ fn rc_drop_mid_stream_reconnects_with_documented_events() {
         ),
         "first connect: {kinds:?}"
     );
-    echo(&ws, "before");
+    assert_echo(&ws, "before");
 
     proxy.reset_all();
     let seen: Vec<Event> = events_until(&events, is_reconnected)
@@ -143,7 +139,7 @@ fn rc_drop_mid_stream_reconnects_with_documented_events() {
         _ => unreachable!(),
     }
     assert_eq!(ws.state(), State::Connected);
-    echo(&ws, "after");
+    assert_echo(&ws, "after");
     let stats = ws.stats();
     assert_eq!(stats.reconnects, 1);
     assert_eq!(stats.connect_attempts, 2);
@@ -155,12 +151,7 @@ fn rc_drop_mid_stream_reconnects_with_documented_events() {
 fn rc_server_close_with_a_normal_code_reconnects() {
     let _g = serial();
     let server = WsServer::echo();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .backoff(fast_backoff())
-        .connect()
-        .expect("connect");
-    let events = ws.events();
+    let (ws, events) = connect_with_backoff(&server.url(), fast_backoff());
     for (code, n) in [(1000u16, 2usize), (1001, 3), (1012, 4), (4000, 5)] {
         assert_eq!(server.close_all(code, "restart"), 1);
         let seen = events_until(&events, is_reconnected);
@@ -181,7 +172,7 @@ fn rc_server_close_with_a_normal_code_reconnects() {
             "a clean close is not an error: {seen:?}"
         );
         assert!(server.wait_for_handshakes(n, TIMEOUT));
-        echo(&ws, &format!("after {code}"));
+        assert_echo(&ws, &format!("after {code}"));
     }
     ws.close().expect("close");
 }
@@ -205,31 +196,22 @@ fn rc_hundred_drop_reconnect_cycles_leak_nothing() {
         .connect()
         .expect("connect");
     let events = ws.events();
-    echo(&ws, "warm-up");
+    assert_echo(&ws, "warm-up");
     let threads = counted_threads();
     let fds = open_fds();
     for i in 0..100 {
         proxy.reset_all();
         events_until(&events, is_reconnected);
         if i % 10 == 0 {
-            echo(&ws, &format!("cycle {i}"));
+            assert_echo(&ws, &format!("cycle {i}"));
         }
     }
     assert_eq!(ws.state(), State::Connected);
-    echo(&ws, "done");
+    assert_echo(&ws, "done");
     assert_eq!(ws.stats().reconnects, 100);
     assert!(proxy.wait_for_live(1, TIMEOUT));
     assert!(server.wait_for_live(1, TIMEOUT));
-    assert!(
-        wait_until(TIMEOUT, || counted_threads().len() <= threads.len()),
-        "threads leaked: before {threads:?}, after {:?}",
-        counted_threads()
-    );
-    assert!(
-        wait_until(TIMEOUT, || open_fds() <= fds),
-        "fds leaked: before {fds}, after {}",
-        open_fds()
-    );
+    assert_no_thread_or_fd_leak(counted_threads, &threads, fds);
     ws.close().expect("close");
 }
 
@@ -266,11 +248,7 @@ fn rc_sends_while_down_arrive_in_order_after_the_on_open_messages() {
     proxy.set_refuse(false);
     events_until(&events, is_reconnected);
 
-    let got = server.wait_for_messages(104, TIMEOUT);
-    let texts: Vec<String> = got
-        .iter()
-        .map(|m| m.to_text().unwrap_or_default().to_owned())
-        .collect();
+    let texts = server.wait_for_texts(104, TIMEOUT);
     let mut expected = vec![
         "auth 1".to_owned(),
         "subscribe 1".to_owned(),
@@ -317,7 +295,7 @@ fn rc_black_holed_peer_is_detected_by_the_heartbeat() {
     );
     proxy.set_black_hole(false);
     events_until(&events, is_reconnected);
-    echo(&ws, "alive again");
+    assert_echo(&ws, "alive again");
     ws.close().expect("close");
 }
 
@@ -326,14 +304,9 @@ fn rc_fatal_close_codes_fail_without_another_attempt() {
     let _g = serial();
     for code in [1008u16, 4401, 4403] {
         let server = WsServer::echo();
-        let ws = SyncWebSocket::builder(server.url())
-            .heartbeat(None)
-            .backoff(fast_backoff())
-            .connect()
-            .expect("connect");
-        let events = ws.events();
+        let (ws, events) = connect_with_backoff(&server.url(), fast_backoff());
         assert_eq!(server.close_all(code, "go away"), 1);
-        let seen = events_until(&events, is_closed);
+        let seen = wait_closed(&events);
         assert!(
             !seen.iter().any(|e| matches!(e, Event::Reconnecting { .. })),
             "{code}: retried: {seen:?}"
@@ -383,14 +356,9 @@ fn rc_http_401_on_reconnect_fails_without_another_attempt() {
             drain(&mut tcp);
         }
     });
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .backoff(fast_backoff())
-        .connect()
-        .expect("connect");
-    let events = ws.events();
+    let (ws, events) = connect_with_backoff(&server.url(), fast_backoff());
     server.drop_all();
-    let seen = events_until(&events, is_closed);
+    let seen = wait_closed(&events);
     assert!(
         seen.iter()
             .any(|e| matches!(e, Event::Error(Error::Http { status: 401, .. }))),
@@ -420,7 +388,7 @@ fn rc_max_attempts_ends_in_retries_exhausted() {
     let events = ws.events();
     let err = ws.connect().expect_err("refused");
     assert!(matches!(err, Error::Io(_)), "{err:?}");
-    let seen = events_until(&events, is_closed);
+    let seen = wait_closed(&events);
     let attempts: Vec<u32> = seen
         .iter()
         .filter_map(|e| match e {
@@ -467,7 +435,7 @@ fn rc_reconnect_off_makes_a_drop_terminal() {
         .expect("connect");
     let events = ws.events();
     proxy.reset_all();
-    let seen = events_until(&events, is_closed);
+    let seen = wait_closed(&events);
     assert!(
         !seen.iter().any(|e| matches!(e, Event::Reconnecting { .. })),
         "{seen:?}"
@@ -522,48 +490,17 @@ fn rc_header_provider_runs_before_every_attempt() {
     ws.close().expect("close");
 }
 
-fn wait_backing_off(events: &Receiver<Event>) {
-    events_until(events, |e| {
-        matches!(
-            e,
-            Event::StateChanged {
-                to: State::BackingOff,
-                ..
-            }
-        )
-    });
-}
-
 #[test]
 fn rc_close_during_backing_off_returns_promptly() {
     let _g = serial();
     let server = WsServer::echo();
-    let proxy = FaultProxy::start(server.addr());
-    let ws = SyncWebSocket::builder(proxy.url())
-        .heartbeat(None)
-        .backoff(
-            BackoffConfig::default()
-                .base(Duration::from_secs(60))
-                .cap(Duration::from_secs(60))
-                .jitter(false),
-        )
-        .connect()
-        .expect("connect");
-    let events = ws.events();
-    proxy.reset_all();
-    wait_backing_off(&events);
+    let (proxy, ws, events) = backing_off_handle(server.addr());
     assert_eq!(ws.state(), State::BackingOff);
     let started = Instant::now();
-    let ws2 = ws.clone();
-    within(
-        Duration::from_secs(5),
-        "close() while backing off",
-        move || ws2.close(),
-    )
-    .expect("close");
+    close_within(&ws, Duration::from_secs(5), "close() while backing off").expect("close");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(ws.state(), State::Closed);
-    events_until(&events, is_closed);
+    wait_closed(&events);
     assert_eq!(proxy.connections(), 1, "no attempt was made");
 }
 
@@ -571,20 +508,7 @@ fn rc_close_during_backing_off_returns_promptly() {
 fn rc_connect_during_backing_off_skips_the_delay() {
     let _g = serial();
     let server = WsServer::echo();
-    let proxy = FaultProxy::start(server.addr());
-    let ws = SyncWebSocket::builder(proxy.url())
-        .heartbeat(None)
-        .backoff(
-            BackoffConfig::default()
-                .base(Duration::from_secs(60))
-                .cap(Duration::from_secs(60))
-                .jitter(false),
-        )
-        .connect()
-        .expect("connect");
-    let events = ws.events();
-    proxy.reset_all();
-    wait_backing_off(&events);
+    let (_proxy, ws, _events) = backing_off_handle(server.addr());
     let ws2 = ws.clone();
     within(
         Duration::from_secs(5),
@@ -593,7 +517,7 @@ fn rc_connect_during_backing_off_skips_the_delay() {
     )
     .expect("connect now");
     assert_eq!(ws.state(), State::Connected);
-    echo(&ws, "back");
+    assert_echo(&ws, "back");
     ws.close().expect("close");
 }
 
@@ -649,11 +573,7 @@ fn rc_max_connection_age_reopens_and_keeps_queued_sends() {
     assert_eq!(code, 1000);
     assert!(server.wait_for_handshakes(2, TIMEOUT));
     ws.send_text("last").expect("send");
-    let got = server.wait_for_messages(52, TIMEOUT);
-    let texts: Vec<String> = got
-        .iter()
-        .map(|m| m.to_text().unwrap_or_default().to_owned())
-        .collect();
+    let texts = server.wait_for_texts(52, TIMEOUT);
     let mut expected = vec!["first".to_owned()];
     expected.extend((0..50).map(|i| format!("during {i}")));
     expected.push("last".to_owned());
@@ -708,12 +628,7 @@ fn rc_reconnected_reports_the_attempts_it_took() {
     let _g = serial();
     let server = WsServer::echo();
     let proxy = FaultProxy::start(server.addr());
-    let ws = SyncWebSocket::builder(proxy.url())
-        .heartbeat(None)
-        .backoff(fast_backoff())
-        .connect()
-        .expect("connect");
-    let events = ws.events();
+    let (ws, events) = connect_with_backoff(&proxy.url(), fast_backoff());
     proxy.set_refuse(true);
     proxy.reset_all();
     assert!(wait_until(TIMEOUT, || proxy.refused() >= 2));
@@ -735,7 +650,7 @@ fn rc_reconnected_reports_the_attempts_it_took() {
         }
         other => panic!("{other:?}"),
     }
-    echo(&ws, "back");
+    assert_echo(&ws, "back");
     ws.close().expect("close");
 }
 
@@ -744,12 +659,7 @@ fn rc_messages_received_before_a_drop_stay_readable() {
     let _g = serial();
     let server = WsServer::recording();
     let proxy = FaultProxy::start(server.addr());
-    let ws = SyncWebSocket::builder(proxy.url())
-        .heartbeat(None)
-        .backoff(fast_backoff())
-        .connect()
-        .expect("connect");
-    let events = ws.events();
+    let (ws, events) = connect_with_backoff(&proxy.url(), fast_backoff());
     for i in 0..10 {
         server.send_all(tungstenite::Message::text(format!("s{i}")));
     }
@@ -839,12 +749,8 @@ fn rc_reset_after_zero_restarts_attempt_numbering() {
     let _g = serial();
     let server = WsServer::echo();
     let proxy = FaultProxy::start(server.addr());
-    let ws = SyncWebSocket::builder(proxy.url())
-        .heartbeat(None)
-        .backoff(fast_backoff().reset_after(Duration::ZERO))
-        .connect()
-        .expect("connect");
-    let events = ws.events();
+    let (ws, events) =
+        connect_with_backoff(&proxy.url(), fast_backoff().reset_after(Duration::ZERO));
     for _ in 0..3 {
         proxy.reset_all();
         let seen = events_until(&events, is_reconnected);
@@ -868,12 +774,7 @@ fn rc_max_attempts_counts_failed_attempts_only() {
     let _g = serial();
     let server = WsServer::echo();
     let proxy = FaultProxy::start(server.addr());
-    let ws = SyncWebSocket::builder(proxy.url())
-        .heartbeat(None)
-        .backoff(fast_backoff().max_attempts(3))
-        .connect()
-        .expect("connect");
-    let events = ws.events();
+    let (ws, events) = connect_with_backoff(&proxy.url(), fast_backoff().max_attempts(3));
     for cycle in 1..=5 {
         proxy.reset_all();
         let seen = events_until(&events, |e| is_reconnected(e) || is_closed(e));
@@ -894,26 +795,15 @@ fn rc_close_at_every_step_of_a_reconnect() {
     let server = WsServer::echo();
     let proxy = FaultProxy::start(server.addr());
     for step in 0..10 {
-        let ws = SyncWebSocket::builder(proxy.url())
-            .heartbeat(None)
-            .backoff(fast_backoff())
-            .connect()
-            .expect("connect");
-        let events = ws.events();
+        let (ws, events) = connect_with_backoff(&proxy.url(), fast_backoff());
         proxy.reset_all();
         let mut n = 0;
         events_until(&events, |e| {
             n += 1;
             n > step || is_reconnected(e)
         });
-        let ws2 = ws.clone();
-        within(
-            Duration::from_secs(6),
-            "close() during a reconnect",
-            move || ws2.close(),
-        )
-        .expect("close");
-        let rest = events_until(&events, is_closed);
+        close_within(&ws, Duration::from_secs(6), "close() during a reconnect").expect("close");
+        let rest = wait_closed(&events);
         assert!(
             !rest
                 .iter()
@@ -937,14 +827,8 @@ fn rc_server_and_client_close_at_the_same_time() {
             .expect("connect");
         let events = ws.events();
         server.close_all(1001, "bye");
-        let ws2 = ws.clone();
-        within(
-            Duration::from_secs(6),
-            "close() racing the server's",
-            move || ws2.close(),
-        )
-        .expect("close");
-        let rest = events_until(&events, is_closed);
+        close_within(&ws, Duration::from_secs(6), "close() racing the server's").expect("close");
+        let rest = wait_closed(&events);
         assert!(
             !rest
                 .iter()

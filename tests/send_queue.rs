@@ -18,26 +18,13 @@ use jetsocket::{
 /// A generous upper bound for calls that must not wait.
 const PROMPT: Duration = Duration::from_secs(2);
 
-fn texts(server: &WsServer, n: usize) -> Vec<String> {
-    server
-        .wait_for_messages(n, TIMEOUT)
-        .iter()
-        .map(|m| m.to_text().unwrap_or_default().to_owned())
-        .collect()
-}
-
 /// A handle through `proxy` whose connection has just dropped and whose reconnects are
 /// refused: it is away until `proxy.set_refuse(false)`.
 fn away_handle(proxy: &FaultProxy, queue: SendQueueConfig) -> (SyncWebSocket, Receiver<Event>) {
     let ws = SyncWebSocket::builder(proxy.url())
         .heartbeat(None)
         .send_queue(queue)
-        .backoff(
-            BackoffConfig::default()
-                .base(Duration::from_millis(5))
-                .cap(Duration::from_millis(50))
-                .jitter(false),
-        )
+        .backoff(fast_backoff())
         .connect()
         .expect("connect");
     let events = ws.events();
@@ -79,10 +66,13 @@ fn sends_before_connecting_are_queued_up_to_the_capacity() {
     }
     assert_eq!(ws.stats().send_queued, 4);
     ws.connect().expect("connect");
-    assert_eq!(texts(&server, 4), ["q0", "q1", "q2", "q3"]);
+    assert_eq!(server.wait_for_texts(4, TIMEOUT), ["q0", "q1", "q2", "q3"]);
     assert!(wait_until(TIMEOUT, || ws.stats().send_queued == 0));
     ws.send_text("after").expect("send once connected");
-    assert_eq!(texts(&server, 5).last().map(String::as_str), Some("after"));
+    assert_eq!(
+        server.wait_for_texts(5, TIMEOUT).last().map(String::as_str),
+        Some("after")
+    );
     // Nothing else went out: the rejected messages are gone.
     assert_eq!(server.received().len(), 5);
     ws.close().expect("close");
@@ -104,7 +94,7 @@ fn sends_while_reconnecting_are_queued_and_bounded() {
     proxy.set_refuse(false);
     events_until(&events, |e| matches!(e, Event::Reconnected { .. }));
     assert_eq!(
-        texts(&server, 8),
+        server.wait_for_texts(8, TIMEOUT),
         ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7"]
     );
     ws.close().expect("close");
@@ -181,7 +171,7 @@ fn blocked_send_completes_once_the_server_is_back() {
         .expect("the blocked send completes once connected");
     result.expect("blocked send");
     thread.join().expect("sender thread");
-    assert_eq!(texts(&server, 3), ["m0", "m1", "m2"]);
+    assert_eq!(server.wait_for_texts(3, TIMEOUT), ["m0", "m1", "m2"]);
     ws.close().expect("close");
 }
 
@@ -237,10 +227,7 @@ fn a_full_queue_while_connected_only_slows_senders_down() {
 #[test]
 fn huge_send_timeout_does_not_panic() {
     let server = WsServer::recording();
-    let ws = SyncWebSocket::builder(server.url())
-        .heartbeat(None)
-        .connect()
-        .expect("connect");
+    let ws = connect_without_heartbeat(&server.url());
     let sender = ws.clone();
     let (tx, rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
@@ -253,7 +240,7 @@ fn huge_send_timeout_does_not_panic() {
         Ok(Ok(Ok(()))) => {}
         other => panic!("send_timeout(\"x\", Duration::MAX): {other:?}"),
     }
-    assert_eq!(texts(&server, 1), ["x"]);
+    assert_eq!(server.wait_for_texts(1, TIMEOUT), ["x"]);
     ws.close().expect("close");
 }
 

@@ -19,22 +19,6 @@ fn trusting(server: &TlsWsServer) -> TlsConfig {
     TlsConfig::new().add_root_certificate_pem(server.ca_cert_pem())
 }
 
-fn wait_closed(events: &crossbeam_channel::Receiver<Event>) -> Vec<Event> {
-    let mut seen = Vec::new();
-    loop {
-        match events.recv_timeout(TIMEOUT) {
-            Ok(e) => {
-                let end = matches!(e, Event::Closed { .. });
-                seen.push(e);
-                if end {
-                    return seen;
-                }
-            }
-            Err(e) => panic!("no Closed event: {e}; saw {seen:?}"),
-        }
-    }
-}
-
 #[test]
 #[cfg(feature = "native-tls")]
 fn wss_echo_with_the_test_ca() {
@@ -80,11 +64,7 @@ fn wss_by_ip_address() {
         .heartbeat(None)
         .connect()
         .expect("wss by IP");
-    ws.send_text("ip").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("ip")
-    );
+    assert_echo(&ws, "ip");
     ws.close().expect("close");
 }
 
@@ -161,11 +141,7 @@ fn accepting_invalid_certificates_connects_to_an_untrusted_server() {
         .heartbeat(None)
         .connect()
         .expect("danger_accept_invalid_certs connects");
-    ws.send_text("insecure").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("insecure")
-    );
+    assert_echo(&ws, "insecure");
     ws.close().expect("close");
 }
 
@@ -210,20 +186,11 @@ fn wss_reconnects_after_a_drop() {
     let ws = SyncWebSocket::builder(proxy.wss_url())
         .tls(trusting(&server))
         .heartbeat(None)
-        .backoff(
-            BackoffConfig::default()
-                .base(Duration::from_millis(5))
-                .cap(Duration::from_millis(50))
-                .jitter(false),
-        )
+        .backoff(fast_backoff())
         .connect()
         .expect("connect");
     let events = ws.events();
-    ws.send_text("before").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("before")
-    );
+    assert_echo(&ws, "before");
     proxy.reset_all();
     loop {
         match events.recv_timeout(TIMEOUT).expect("Reconnected event") {
@@ -232,11 +199,7 @@ fn wss_reconnects_after_a_drop() {
             _ => continue,
         }
     }
-    ws.send_text("after").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("after")
-    );
+    assert_echo(&ws, "after");
     assert_eq!(server.handshakes(), 2);
     ws.close().expect("close");
 }
@@ -257,11 +220,7 @@ fn certificate_for_another_host_is_rejected_unless_allowed() {
         .heartbeat(None)
         .connect()
         .expect("danger_accept_invalid_hostnames connects");
-    ws.send_text("other host").expect("send");
-    assert_eq!(
-        ws.recv_timeout(TIMEOUT).expect("echo").as_text(),
-        Some("other host")
-    );
+    assert_echo(&ws, "other host");
     ws.close().expect("close");
 }
 

@@ -7,6 +7,7 @@
 
 pub mod base;
 pub mod blackhole;
+pub mod client;
 pub mod connect_proxy;
 pub mod http;
 pub mod proxy;
@@ -19,6 +20,10 @@ use std::time::{Duration, Instant};
 
 pub use self::base::Counter;
 pub use self::blackhole::{blackhole_addr, Blackhole};
+pub use self::client::{
+    assert_echo, backing_off_handle, close_within, connect_then_error_after_before,
+    connect_without_heartbeat, fast_backoff, wait_closed,
+};
 pub use self::connect_proxy::{ConnectProxy, ProxyMode};
 pub use self::http::{reason_phrase, HttpResponder, RawServer};
 pub use self::proxy::FaultProxy;
@@ -104,6 +109,26 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// Fails the test unless, within [`TIMEOUT`], no more threads (as `counted_threads` lists
+/// them) and file descriptors are open than the `threads_before` and `fds_before` taken
+/// earlier.
+pub fn assert_no_thread_or_fd_leak(
+    counted_threads: impl Fn() -> Vec<String>,
+    threads_before: &[String],
+    fds_before: usize,
+) {
+    assert!(
+        wait_until(TIMEOUT, || counted_threads().len() <= threads_before.len()),
+        "threads leaked: before {threads_before:?}, after {:?}",
+        counted_threads()
+    );
+    assert!(
+        wait_until(TIMEOUT, || open_fds() <= fds_before),
+        "fds leaked: before {fds_before}, after {}",
+        open_fds()
+    );
 }
 
 /// Resident set size in bytes (`VmRSS:` in /proc/self/status).

@@ -563,6 +563,15 @@ impl WsServer {
         log.messages.clone()
     }
 
+    /// [`wait_for_messages`](Self::wait_for_messages) as strings (a message that is not
+    /// UTF-8 as an empty one).
+    pub fn wait_for_texts(&self, n: usize, timeout: Duration) -> Vec<String> {
+        self.wait_for_messages(n, timeout)
+            .iter()
+            .map(|m| m.to_text().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Close frames received from clients as (code, reason); 1005 if the frame had no code.
     pub fn close_frames(&self) -> Vec<(u16, String)> {
         lock(&self.shared.log).closes.clone()
