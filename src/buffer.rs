@@ -169,6 +169,22 @@ impl InboundBuffer {
         }
     }
 
+    /// Adds every message of `batch` (leaving it empty) and returns how many were dropped.
+    pub(crate) fn push_all(&mut self, batch: &mut Vec<Message>) -> u64 {
+        if self.policy == OverflowPolicy::Block || batch.len() <= self.free() {
+            // Nothing can be dropped: one bulk move instead of a policy check per message.
+            self.queue.extend(batch.drain(..));
+            return 0;
+        }
+        let mut dropped = 0;
+        for msg in batch.drain(..) {
+            if self.push(msg) != Pushed::Queued {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
     /// Takes the next message; under `OverflowPolicy::Error` a pending overflow is reported
     /// first, once.
     pub(crate) fn pop(&mut self) -> Option<Result<Message>> {
@@ -232,6 +248,40 @@ mod tests {
                 Err(e) => e.to_string(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_batch_follows_the_policy_like_single_pushes() {
+        let batch = |from: usize, to: usize| -> Vec<Message> {
+            (from..to).map(|i| Message::text(i.to_string())).collect()
+        };
+        // (policy, dropped by the overflowing batch, what is left)
+        for (policy, dropped, left) in [
+            (OverflowPolicy::DropOldest, 2, vec!["2", "3", "4"]),
+            (OverflowPolicy::DropNewest, 2, vec!["0", "1", "2"]),
+            (OverflowPolicy::Block, 0, vec!["0", "1", "2", "3", "4"]),
+        ] {
+            let mut b = buf(3, policy);
+            // Fits: nothing dropped.
+            let mut first = batch(0, 2);
+            assert_eq!(b.push_all(&mut first), 0, "{policy:?}");
+            assert!(first.is_empty());
+            let mut second = batch(2, 5);
+            assert_eq!(b.push_all(&mut second), dropped, "{policy:?}");
+            assert!(second.is_empty());
+            assert_eq!(texts(&mut b), left, "{policy:?}");
+        }
+        let mut b = buf(3, OverflowPolicy::Error);
+        assert_eq!(b.push_all(&mut batch(0, 5)), 2);
+        assert_eq!(
+            texts(&mut b),
+            [
+                Error::BufferOverflow { dropped: 2 }.to_string().as_str(),
+                "0",
+                "1",
+                "2"
+            ]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::buffer::{BufferConfig, InboundBuffer, OverflowPolicy, Pushed};
+use crate::buffer::{BufferConfig, InboundBuffer, OverflowPolicy};
 use crate::error::{Error, Result, Timeout};
 use crate::event::EventHub;
 use crate::message::Message;
@@ -60,13 +60,8 @@ impl Inbound {
         if batch.is_empty() {
             return Delivered::default();
         }
-        let mut dropped = 0;
         let mut inner = self.inner.lock();
-        for msg in batch.drain(..) {
-            if inner.buf.push(msg) != Pushed::Queued {
-                dropped += 1;
-            }
-        }
+        let dropped = inner.buf.push_all(batch);
         let waiters = inner.waiters;
         drop(inner);
         if waiters > 0 {
