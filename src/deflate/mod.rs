@@ -52,6 +52,8 @@
 mod frame;
 mod negotiate;
 #[cfg(all(any(test, feature = "_fuzz"), feature = "deflate"))]
+pub(crate) mod reference;
+#[cfg(all(any(test, feature = "_fuzz"), feature = "deflate"))]
 pub(crate) mod refusals;
 #[cfg(feature = "deflate")]
 mod stream;

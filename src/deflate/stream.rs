@@ -832,14 +832,21 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-        if self.pending_pos > 0 && self.pending.len() + 2 * WRITE_CHUNK > self.pending.capacity() {
+        if self.pending.len() + 2 * WRITE_CHUNK > self.pending.capacity() {
             // Reuse the space already sent instead of letting the vector double.
-            self.pending.drain(..self.pending_pos);
-            self.pending_pos = 0;
+            self.compact();
         }
         let take = buf.len().min(WRITE_CHUNK);
         self.consume(&buf[..take])?;
         Ok(take)
+    }
+
+    /// Drops the output already sent from the front of `pending`.
+    fn compact(&mut self) {
+        if self.pending_pos > 0 {
+            self.pending.drain(..self.pending_pos);
+            self.pending_pos = 0;
+        }
     }
 
     /// Writes pending output to the socket until it is all out or the socket blocks.
@@ -851,8 +858,7 @@ impl Writer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if self.pending_pos >= self.pending.len() / 2 {
-                        self.pending.drain(..self.pending_pos);
-                        self.pending_pos = 0;
+                        self.compact();
                     }
                     return Err(e);
                 }

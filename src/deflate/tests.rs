@@ -15,6 +15,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::frame::{self, apply_mask, Header};
+use super::reference;
 use super::refusals::Refusals;
 use super::stream::PENDING_LIMIT;
 use super::*;
@@ -278,192 +279,13 @@ fn summary(msgs: &[Message]) -> Vec<(&'static str, usize, u64)> {
         .collect()
 }
 
-// ----- a reference inflater -----------------------------------------------------------
-
-/// A small, strict deflate decoder (after zlib's `puff`) that also reports the longest
-/// back-reference, to check the window limit. Decodes `data` into `out`, which holds the
-/// history of earlier messages under context takeover.
-fn puff(data: &[u8], out: &mut Vec<u8>) -> Result<usize, &'static str> {
-    struct Bits<'a> {
-        data: &'a [u8],
-        pos: usize,
-        buf: u32,
-        cnt: u32,
-    }
-    impl Bits<'_> {
-        fn bits(&mut self, need: u32) -> Result<u32, &'static str> {
-            let mut val = self.buf;
-            while self.cnt < need {
-                let b = *self.data.get(self.pos).ok_or("out of input")?;
-                self.pos += 1;
-                val |= u32::from(b) << self.cnt;
-                self.cnt += 8;
-            }
-            self.buf = val >> need;
-            self.cnt -= need;
-            Ok(val & ((1u32 << need) - 1))
-        }
-    }
-    struct Huff {
-        count: [u16; 16],
-        symbol: Vec<u16>,
-    }
-    fn build(lengths: &[u8]) -> Huff {
-        let mut count = [0u16; 16];
-        for &l in lengths {
-            count[l as usize] += 1;
-        }
-        let mut offs = [0u16; 16];
-        for len in 1..15 {
-            offs[len + 1] = offs[len] + count[len];
-        }
-        let mut symbol = vec![0u16; lengths.len()];
-        for (sym, &l) in lengths.iter().enumerate() {
-            if l != 0 {
-                symbol[offs[l as usize] as usize] = sym as u16;
-                offs[l as usize] += 1;
-            }
-        }
-        Huff { count, symbol }
-    }
-    fn decode(s: &mut Bits<'_>, h: &Huff) -> Result<u16, &'static str> {
-        let (mut code, mut first, mut index) = (0i32, 0i32, 0i32);
-        for len in 1..16 {
-            code |= s.bits(1)? as i32;
-            let count = i32::from(h.count[len]);
-            if code - count < first {
-                return Ok(h.symbol[(index + (code - first)) as usize]);
-            }
-            index += count;
-            first += count;
-            first <<= 1;
-            code <<= 1;
-        }
-        Err("bad code")
-    }
-    const LBASE: [u16; 29] = [
-        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
-        131, 163, 195, 227, 258,
-    ];
-    const LEXT: [u8; 29] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-    ];
-    const DBASE: [u16; 30] = [
-        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
-        2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
-    ];
-    const DEXT: [u8; 30] = [
-        0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12,
-        13, 13,
-    ];
-    let mut s = Bits {
-        data,
-        pos: 0,
-        buf: 0,
-        cnt: 0,
-    };
-    let mut max_dist = 0usize;
-    loop {
-        if s.pos == data.len() && s.cnt == 0 {
-            return Ok(max_dist);
-        }
-        let last = s.bits(1)?;
-        let kind = s.bits(2)?;
-        let (lencode, distcode) = match kind {
-            0 => {
-                s.buf = 0;
-                s.cnt = 0;
-                let b = data.get(s.pos..s.pos + 4).ok_or("out of input")?;
-                let len = u16::from_le_bytes([b[0], b[1]]);
-                if len != !u16::from_le_bytes([b[2], b[3]]) {
-                    return Err("stored length mismatch");
-                }
-                s.pos += 4;
-                let body = data
-                    .get(s.pos..s.pos + len as usize)
-                    .ok_or("out of input")?;
-                out.extend_from_slice(body);
-                s.pos += len as usize;
-                if last == 1 {
-                    return Ok(max_dist);
-                }
-                continue;
-            }
-            1 => {
-                let mut l = [8u8; 288];
-                l[144..256].fill(9);
-                l[256..280].fill(7);
-                (build(&l), build(&[5u8; 30]))
-            }
-            2 => {
-                let nlen = s.bits(5)? as usize + 257;
-                let ndist = s.bits(5)? as usize + 1;
-                let ncode = s.bits(4)? as usize + 4;
-                const ORDER: [usize; 19] = [
-                    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
-                ];
-                let mut cl = [0u8; 19];
-                for &i in &ORDER[..ncode] {
-                    cl[i] = s.bits(3)? as u8;
-                }
-                let clh = build(&cl);
-                let mut lengths = vec![0u8; nlen + ndist];
-                let mut i = 0;
-                while i < nlen + ndist {
-                    let sym = decode(&mut s, &clh)?;
-                    let (val, rep) = match sym {
-                        0..=15 => (sym as u8, 1),
-                        16 => (
-                            *lengths.get(i.wrapping_sub(1)).ok_or("repeat")?,
-                            3 + s.bits(2)?,
-                        ),
-                        17 => (0, 3 + s.bits(3)?),
-                        _ => (0, 11 + s.bits(7)?),
-                    };
-                    for _ in 0..rep {
-                        *lengths.get_mut(i).ok_or("too many lengths")? = val;
-                        i += 1;
-                    }
-                }
-                (build(&lengths[..nlen]), build(&lengths[nlen..]))
-            }
-            _ => return Err("reserved block type"),
-        };
-        loop {
-            let sym = decode(&mut s, &lencode)?;
-            match sym {
-                0..=255 => out.push(sym as u8),
-                256 => break,
-                _ => {
-                    let i = (sym - 257) as usize;
-                    let len = *LBASE.get(i).ok_or("bad length")? as usize
-                        + s.bits(u32::from(LEXT[i]))? as usize;
-                    let d = decode(&mut s, &distcode)? as usize;
-                    let dist = *DBASE.get(d).ok_or("bad distance")? as usize
-                        + s.bits(u32::from(DEXT[d]))? as usize;
-                    if dist > out.len() {
-                        return Err("distance too far back");
-                    }
-                    max_dist = max_dist.max(dist);
-                    for _ in 0..len {
-                        out.push(out[out.len() - dist]);
-                    }
-                }
-            }
-        }
-        if last == 1 {
-            return Ok(max_dist);
-        }
-    }
-}
-
 /// Decodes a compressed message payload with the reference decoder; returns the plain bytes
 /// and the longest back-reference.
-fn puff_message(payload: &[u8], history: &mut Vec<u8>) -> (Vec<u8>, usize) {
+fn reference_inflate(payload: &[u8], history: &mut Vec<u8>) -> (Vec<u8>, usize) {
     let start = history.len();
     let mut data = payload.to_vec();
     data.extend_from_slice(&TAIL);
-    let max = puff(&data, history).expect("valid deflate data");
+    let max = reference::inflate(&data, history, usize::MAX).expect("valid deflate data");
     (history[start..].to_vec(), max)
 }
 
@@ -478,7 +300,7 @@ fn reference_decoder_agrees_with_flate2() {
         b"x".to_vec(),
     ] {
         let payload = reference_deflate(&mut c, &msg);
-        let (plain, _) = puff_message(&payload, &mut history);
+        let (plain, _) = reference_inflate(&payload, &mut history);
         assert_eq!(plain, msg);
     }
 }
@@ -679,7 +501,7 @@ fn check_wire(
     if no_takeover {
         history.clear();
     }
-    let (plain, max_dist) = puff_message(&payload, history);
+    let (plain, max_dist) = reference_inflate(&payload, history);
     assert_eq!(plain, msg.clone().into_data().to_vec());
     assert!(
         max_dist <= 1 << window_bits,
@@ -1204,7 +1026,7 @@ fn write_refuses_input_only_when_the_backlog_is_full() {
     let f = frames(&wire);
     assert!(f[0].0.rsv1);
     let payload: Vec<u8> = f.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-    let (plain, _) = puff_message(&payload, &mut Vec::new());
+    let (plain, _) = reference_inflate(&payload, &mut Vec::new());
     assert_eq!(plain, body);
 }
 
